@@ -1,0 +1,71 @@
+"""Opening a context for a face: the configured NATS, or the embedded server when none is.
+
+With nothing configured, natsop uses one embedded nats-server per user data directory
+(`NATSOP_DATA_DIR`, default the platform's user data dir + `/server`). The first natsop
+process to need it starts it; others on the same machine attach to the running one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from natsop.context import Context
+from natsop.settings import embedded_settings, load_settings
+
+__all__ = ["ConnectOptions", "data_dir", "open_context"]
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Options a face passes through (the CLI's global flags)."""
+
+    context: str | None = None
+    server: str | None = None
+    creds: str | None = None
+    nkey: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    embedded: bool = False
+
+
+def data_dir() -> Path:
+    """Where the embedded server keeps its store, config and credentials."""
+    env = os.environ.get("NATSOP_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("natsop", appauthor=False)) / "server"
+
+
+@asynccontextmanager
+async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str] | None = None) -> AsyncIterator[Context]:
+    settings = None
+    if not opts.embedded:
+        settings = load_settings(
+            context=opts.context, server=opts.server, creds=opts.creds, nkey=opts.nkey, user=opts.user,
+            password=opts.password, token=opts.token, tls_cert=opts.tls_cert, tls_key=opts.tls_key,
+            tls_ca=opts.tls_ca,
+        )
+    lease = None
+    if settings is None:
+        from natsop.embedded import acquire_shared
+
+        lease = await acquire_shared(data_dir())
+        settings = embedded_settings((lease.url,), (lease.app.user, lease.app.password),
+                                     (lease.system.user, lease.system.password))
+    ctx = Context(settings, files_dir=files_dir)
+    try:
+        yield ctx
+    finally:
+        await ctx.close()
+        if lease is not None:
+            await lease.release()

@@ -1,0 +1,74 @@
+"""What an operation is handed: connections, API helpers and local policy.
+
+`Context` is the only thing operations know about the outside world. The MCP server,
+the CLI and Python programs each build one; tests build one on an embedded server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+
+from natsop.connection import Connections
+from natsop.errors import UserError
+from natsop.jsapi import JsApi
+from natsop.settings import Settings
+
+__all__ = ["Context", "ProgressFn"]
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+class Context:
+    """Connections per account, JetStream API access, the files directory and progress reporting."""
+
+    def __init__(self, settings: Settings, *, files_dir: str | os.PathLike[str] | None = None,
+                 progress: ProgressFn | None = None, connections: Connections | None = None) -> None:
+        self.settings = settings
+        self.connections = connections or Connections(settings)
+        self.files_dir = Path(files_dir) if files_dir is not None else Path.cwd()
+        self.progress = progress
+
+    def with_progress(self, progress: ProgressFn | None) -> Context:
+        """The same connections with another progress callback (one per request)."""
+        return Context(self.settings, files_dir=self.files_dir, progress=progress, connections=self.connections)
+
+    async def nc(self, account_name: str | None = None) -> NATS:
+        nc, _ = await self.connections.get(account_name)
+        return nc
+
+    async def js(self, account_name: str | None = None) -> JsApi:
+        nc, target = await self.connections.get(account_name)
+        return JsApi(nc, target.api_prefix)
+
+    async def system(self) -> NATS:
+        """The system account's connection; a clear error when none is configured."""
+        nc, _ = await self.connections.system()
+        return nc
+
+    async def report(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        if self.progress is not None:
+            await self.progress(done, total, message)
+
+    def local_path(self, path: str, *, must_exist: bool = False) -> Path:
+        """Resolve a caller's path inside the files directory, refusing anything that escapes it."""
+        if not path or "\x00" in path:
+            raise UserError("path is empty or invalid", code="invalid_path")
+        base = self.files_dir.resolve()
+        candidate = Path(path)
+        full = (candidate if candidate.is_absolute() else base / candidate).resolve()
+        if full != base and base not in full.parents:
+            raise UserError(
+                f"path {path!r} is outside the files directory",
+                code="path_outside_files_dir",
+                hint=f"Use a path inside {base} (relative paths are taken from there).",
+            )
+        if must_exist and not full.exists():
+            raise UserError(f"{path!r} does not exist in the files directory", code="file_not_found")
+        return full
+
+    async def close(self) -> None:
+        await self.connections.close()

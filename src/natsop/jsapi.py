@@ -1,0 +1,110 @@
+"""Raw JetStream and system API requests.
+
+natsop speaks the JetStream API directly (`$JS.API.*`, JSON in and out) rather than
+through nats-py's typed wrappers, so that every field the server sends — including
+ones newer than the client library — reaches the caller and the backups untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from natsop.errors import ServerError, from_api_error, from_nats
+
+__all__ = ["JsApi", "gather"]
+
+
+class JsApi:
+    """JetStream API calls for one connection and one API prefix."""
+
+    def __init__(self, nc: NATS, prefix: str = "$JS.API", timeout: float = 5.0) -> None:
+        self.nc = nc
+        self.prefix = prefix
+        self.timeout = timeout
+
+    def subject(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}"
+
+    async def request(self, suffix: str, body: dict[str, Any] | None = None, *, timeout: float | None = None,
+                      context: str = "") -> dict[str, Any]:
+        """Send one API request and return the decoded response, raising natsop errors for API errors."""
+        payload = json.dumps(body).encode() if body is not None else b""
+        try:
+            msg = await self.nc.request(self.subject(suffix), payload, timeout=timeout or self.timeout)
+        except Exception as exc:
+            err = from_nats(exc, context=context or suffix)
+            if err.code == "no_responders":
+                err.hint = "JetStream may not be enabled for this account or server (or the domain/prefix is wrong)."
+            raise err from None
+        return decode_response(msg, context=context or suffix)
+
+    async def paged(self, suffix: str, key: str, body: dict[str, Any] | None = None,
+                    *, offset: int = 0) -> AsyncIterator[tuple[Any, int]]:
+        """Yield (item, total) over a paged list/names endpoint from `offset` on."""
+        while True:
+            req = dict(body or {})
+            req["offset"] = offset
+            resp = await self.request(suffix, req)
+            items = resp.get(key) or []
+            total = int(resp.get("total") or 0)
+            for item in items:
+                yield item, total
+            offset += len(items)
+            if not items or offset >= total:
+                return
+
+
+def decode_response(msg: Msg, *, context: str = "") -> dict[str, Any]:
+    try:
+        data = json.loads(msg.data) if msg.data else {}
+    except ValueError:
+        raise ServerError(f"{context}: the server's answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise ServerError(f"{context}: unexpected answer from the server")
+    if data.get("error"):
+        raise from_api_error(data["error"], context=context)
+    return data
+
+
+async def gather(nc: NATS, subject: str, body: dict[str, Any] | None = None, *, timeout: float = 2.0,
+                 expect: int | None = None, idle: float = 0.3) -> list[dict[str, Any]]:
+    """Scatter a request and gather every reply (one per server) until `expect` replies,
+    `idle` seconds pass without a new one after the first, or `timeout` ends."""
+    inbox = nc.new_inbox()
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_msg(msg: Msg) -> None:
+        await queue.put(msg)
+
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    replies: list[dict[str, Any]] = []
+    try:
+        await nc.publish(subject, json.dumps(body or {}).encode(), reply=inbox)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while expect is None or len(replies) < expect:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            wait = min(remaining, idle) if replies else remaining
+            try:
+                msg = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                break
+            try:
+                data = json.loads(msg.data)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                replies.append(data)
+    except Exception as exc:
+        raise from_nats(exc, context=subject) from None
+    finally:
+        await sub.unsubscribe()
+    return replies

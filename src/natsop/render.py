@@ -1,0 +1,169 @@
+"""Rendering result models for people: tables and key/value sections.
+
+Operations return models; this layer alone formats numbers, sizes and times. The
+same structure renders as rich output on a terminal (`renderable`) and as plain
+text (`to_text`) for MCP results and pipes. Fields named `*bytes*` or `size` are
+shown as sizes; durations in nanoseconds (`*_ns`, `active`) as durations.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from pydantic import BaseModel
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from natsop.errors import NatsopError
+
+__all__ = ["error_text", "human_bytes", "human_duration", "renderable", "to_text"]
+
+MAX_TEXT = 12_000
+_SIZE_NAMES = ("bytes", "size", "max_bytes", "max_msg_size", "max_value_size", "memory", "storage_bytes")
+
+
+def human_bytes(n: float) -> str:
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    value = float(n)
+    for unit in units:
+        if abs(value) < 1024 or unit == units[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms"
+    parts = []
+    rem = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if rem >= size:
+            parts.append(f"{rem // size}{unit}")
+            rem %= size
+    if rem or not parts:
+        parts.append(f"{rem}s" if seconds == int(seconds) or parts else f"{seconds:.2f}s")
+    return "".join(parts)
+
+
+def _fmt(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        lname = name.lower()
+        if any(lname == s or lname.endswith("_" + s) or lname.endswith(s) for s in _SIZE_NAMES) and value >= 0:
+            return f"{human_bytes(value)}" if value >= 1024 else f"{value} B"
+        if lname.endswith("_ns") and value > 0:
+            return human_duration(value / 1e9)
+        if lname.endswith("_s") or lname.endswith("_ms"):
+            return f"{value:g}{'s' if lname.endswith('_s') else 'ms'}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        return f"{value:g}"
+    if isinstance(value, list) and all(not isinstance(v, dict | list | BaseModel) for v in value):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value, default=str, separators=(",", ":"))[:500]
+    if isinstance(value, BaseModel):
+        return _fmt(name, value.model_dump(mode="json"))
+    return str(value)
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, BaseModel) for v in value)
+
+
+def _columns(rows: list[BaseModel]) -> list[str]:
+    cols: list[str] = []
+    for row in rows:
+        for name, v in row:
+            if name not in cols and not isinstance(v, dict | BaseModel) and not _is_table(v):
+                cols.append(name)
+    # Columns that are empty in every row say nothing.
+    return [c for c in cols if any(getattr(r, c, None) not in (None, [], "") for r in rows)]
+
+
+def _payload_text(p: BaseModel) -> str:
+    data = getattr(p, "data", "")
+    size = getattr(p, "size", 0)
+    if getattr(p, "encoding", "utf-8") == "base64":
+        data = f"base64:{data}"
+    cut = " …(truncated)" if getattr(p, "truncated", False) else ""
+    return f"{data}{cut} [{size} B]"
+
+
+def renderable(model: BaseModel) -> RenderableType:
+    """A rich renderable: key/value lines for scalars, a table per list of records, sections for nested models."""
+    items: list[RenderableType] = []
+    kv = Table.grid(padding=(0, 2))
+    kv.add_column(style="bold")
+    kv.add_column()
+    sections: list[tuple[str, BaseModel | list[BaseModel] | dict[str, Any]]] = []
+    for name, value in model:
+        if name == "payload" and isinstance(value, BaseModel):
+            kv.add_row(_label(name), _payload_text(value))
+        elif _is_table(value) or isinstance(value, BaseModel) or (isinstance(value, dict) and value and
+                                                                  all(isinstance(v, dict) for v in value.values())):
+            sections.append((name, value))
+        elif value is None or value == [] or value == {}:
+            continue
+        else:
+            kv.add_row(_label(name), _fmt(name, value))
+    if kv.row_count:
+        items.append(kv)
+    for name, value in sections:
+        items.append(Text(""))
+        items.append(Text(_label(name).capitalize(), style="bold underline"))
+        if isinstance(value, BaseModel):
+            items.append(renderable(value))
+        elif isinstance(value, dict):
+            sub = Table.grid(padding=(0, 2))
+            sub.add_column(style="bold")
+            sub.add_column()
+            for k, v in value.items():
+                sub.add_row(str(k), _fmt(k, v))
+            items.append(sub)
+        else:
+            rows: list[BaseModel] = list(value)
+            cols = _columns(rows)
+            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+            for c in cols:
+                table.add_column(_label(c))
+            for r in rows:
+                cells = []
+                for c in cols:
+                    v = getattr(r, c, None)
+                    cells.append(_payload_text(v) if c == "payload" and isinstance(v, BaseModel) else _fmt(c, v))
+                table.add_row(*cells)
+            items.append(table)
+    return Group(*items)
+
+
+def to_text(model: BaseModel, *, width: int = 100, limit: int = MAX_TEXT) -> str:
+    """Plain text (no colour), bounded: the short text an MCP result carries, or piped CLI output."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
+                      highlight=False, emoji=False)
+    console.print(renderable(model))
+    text = "\n".join(line.rstrip() for line in buf.getvalue().splitlines()).strip()
+    if len(text) > limit:
+        text = text[:limit] + "\n… (text cut; the structured result has everything)"
+    return text
+
+
+def error_text(err: NatsopError) -> str:
+    text = f"error [{err.code}]: {err.message}"
+    if err.hint:
+        text += f"\nhint: {err.hint}"
+    return text
