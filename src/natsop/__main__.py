@@ -1,0 +1,5 @@
+"""`python -m natsop` is the `natsop` command."""
+
+from natsop.cli import main
+
+main()
