@@ -185,6 +185,14 @@ def from_api_error(error: dict[str, Any], *, context: str = "") -> NatsopError:
     return ServerError(f"{prefix}{description}", details=details)
 
 
+def _safe_str(exc: BaseException) -> str:
+    # Some library exceptions cannot format themselves when fields are missing.
+    try:
+        return str(exc)
+    except Exception:
+        return type(exc).__name__
+
+
 def from_nats(exc: BaseException, *, context: str = "") -> NatsopError:
     """Map an exception raised by nats-py (or asyncio) into the tree."""
     # Imported here so that this module stays importable without nats-py's heavy import.
@@ -194,9 +202,16 @@ def from_nats(exc: BaseException, *, context: str = "") -> NatsopError:
     if isinstance(exc, NatsopError):
         return exc
     prefix = f"{context}: " if context else ""
+    if isinstance(exc, (jse.KeyNotFoundError, jse.KeyDeletedError, jse.NotFoundError, jse.BucketNotFoundError,
+                        jse.ObjectNotFoundError, jse.ObjectDeletedError)):
+        return NotFound(f"{prefix}{type(exc).__name__.removesuffix('Error')}: {scrub(_safe_str(exc))}")
+    if isinstance(exc, jse.KeyWrongLastSequenceError):
+        return Conflict(f"{prefix}the key changed since the revision given", code="wrong_last_sequence")
     if isinstance(exc, jse.APIError):
         return from_api_error(
-            {"code": exc.code, "err_code": exc.err_code, "description": exc.description}, context=context
+            {"code": getattr(exc, "code", None), "err_code": getattr(exc, "err_code", None),
+             "description": getattr(exc, "description", None)},
+            context=context,
         )
     if isinstance(exc, ne.NoRespondersError):
         return Unavailable(
@@ -217,9 +232,9 @@ def from_nats(exc: BaseException, *, context: str = "") -> NatsopError:
     if isinstance(exc, (ne.BadSubjectError,)):
         return UserError(f"{prefix}invalid subject", code="invalid_subject")
     if isinstance(exc, ne.Error):
-        text = scrub(str(exc)) or type(exc).__name__
+        text = scrub(_safe_str(exc)) or type(exc).__name__
         if "permissions violation" in text.lower():
             return PermissionDenied(f"{prefix}{text}")
         return ServerError(f"{prefix}{text}")
-    return ServerError(f"{prefix}unexpected {type(exc).__name__}: {scrub(str(exc))}",
+    return ServerError(f"{prefix}unexpected {type(exc).__name__}: {scrub(_safe_str(exc))}",
                        hint="This is a natsop bug if it repeats; please report it with the steps.")

@@ -1,0 +1,69 @@
+"""Target selection as natscli does it: options, environment, contexts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from natsop.errors import ConfigError
+from natsop.settings import SYSTEM, load_settings
+
+
+def write_context(config_home: Path, name: str, **fields: object) -> None:
+    cdir = config_home / "nats" / "context"
+    cdir.mkdir(parents=True, exist_ok=True)
+    (cdir / f"{name}.json").write_text(json.dumps(fields))
+
+
+def test_nothing_configured_means_embedded(tmp_path: Path) -> None:
+    assert load_settings(env={"XDG_CONFIG_HOME": str(tmp_path)}) is None
+
+
+def test_environment_variables(tmp_path: Path) -> None:
+    s = load_settings(env={"XDG_CONFIG_HOME": str(tmp_path), "NATS_URL": "nats://a:4222,nats://b:4222",
+                           "NATS_USER": "u", "NATS_PASSWORD": "secret-pw"})
+    assert s is not None
+    assert s.default.servers == ("nats://a:4222", "nats://b:4222")
+    assert s.default.user == "u" and s.default.password == "secret-pw"
+    assert "secret-pw" not in repr(s) and "secret-pw" not in s.default.describe()
+
+
+def test_selected_context_and_named_accounts(tmp_path: Path) -> None:
+    write_context(tmp_path, "prod", url="nats://prod:4222", creds="~/prod.creds", jetstream_domain="hub")
+    write_context(tmp_path, "system", url="nats://prod:4222", user="admin", password="pw")
+    (tmp_path / "nats" / "context.txt").write_text("prod\n")
+    s = load_settings(env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert s is not None
+    assert s.default.name == "prod" and s.default.servers == ("nats://prod:4222",)
+    assert s.default.creds is not None and s.default.creds.endswith("prod.creds")
+    assert s.default.api_prefix == "$JS.hub.API"
+    assert s.system_target().user == "admin"
+    assert s.target("system").name == SYSTEM
+    with pytest.raises(ConfigError) as err:
+        s.target("nope")
+    assert err.value.code == "unknown_account"
+    assert "prod" in err.value.hint
+
+
+def test_explicit_options_override_the_context(tmp_path: Path) -> None:
+    write_context(tmp_path, "dev", url="nats://dev:4222", user="dev")
+    s = load_settings(context="dev", server="nats://other:4222", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert s is not None
+    assert s.default.servers == ("nats://other:4222",) and s.default.user == "dev"
+
+
+def test_missing_context_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(context="ghost", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert err.value.code == "unknown_context"
+
+
+def test_no_system_account_says_how_to_configure_one(tmp_path: Path) -> None:
+    s = load_settings(env={"XDG_CONFIG_HOME": str(tmp_path), "NATS_URL": "nats://x:4222"})
+    assert s is not None
+    with pytest.raises(ConfigError) as err:
+        s.system_target()
+    assert err.value.code == "no_system_account"
+    assert "NATSOP_SYSTEM" in err.value.hint
