@@ -11,12 +11,13 @@ refuse unless `--force` is given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import click
@@ -25,6 +26,7 @@ from pydantic.fields import FieldInfo
 
 from natsop import __version__
 from natsop.bootstrap import ConnectOptions, open_context
+from natsop.context import Context, ProgressFn
 from natsop.errors import NatsopError, UserError
 from natsop.models import Confirmable
 from natsop.registry import Operation, operations
@@ -138,7 +140,9 @@ def _emit(result: BaseModel, as_json: bool) -> None:
         return
     from rich.console import Console
 
-    Console(soft_wrap=False).print(renderable(result))
+    # Piped output is plain and wide enough that tables are not cut.
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+    Console(soft_wrap=False, width=width).print(renderable(result))
 
 
 def _fail(err: NatsopError, as_json: bool) -> None:
@@ -149,20 +153,59 @@ def _fail(err: NatsopError, as_json: bool) -> None:
     sys.exit(1)
 
 
+@contextlib.contextmanager
+def _progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
+    """A progress bar on stderr for long work (transfers, backups), only on a terminal."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("", total=None)
+
+        async def report(done: float, total: float | None, message: str | None) -> None:
+            bar.update(task, completed=done, total=total, description=message or "")
+
+        yield report
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 async def _run(state: _State, op: Operation, arguments: dict[str, Any], force: bool) -> None:
-    async with open_context(state.conn, files_dir=state.files_dir) as ctx:
-        result = await run_operation(ctx, op, arguments)
-        if isinstance(result, Confirmable) and result.confirmation_required:
-            if not force:
-                if not (sys.stdin.isatty() and sys.stdout.isatty()):
-                    _emit(result, state.as_json)
-                    raise UserError(f"not confirmed: {result.action}", code="confirmation_required",
-                                    hint="Run it again with --force (-f) to carry it out.")
-                click.echo(f"About to {result.action}.")
-                if not click.confirm("Really do this?", default=False):
-                    raise UserError("cancelled; nothing was changed", code="cancelled", hint="")
-            result = await run_operation(ctx, op, {**arguments, "confirm": result.confirm_with})
-        _emit(result, state.as_json)
+    async with open_context(state.conn, files_dir=state.files_dir) as base:
+        with _progress_bar(sys.stderr.isatty() and not state.as_json) as progress:
+            ctx = base.with_progress(progress)
+            result = await run_operation(ctx, op, arguments)
+            await _confirm_and_emit(state, op, arguments, force, ctx, result)
+
+
+async def _confirm_and_emit(state: _State, op: Operation, arguments: dict[str, Any], force: bool, ctx: Context,
+                            result: BaseModel) -> None:
+    """A dry run of a destructive command becomes the real thing only when confirmed or forced."""
+    if isinstance(result, Confirmable) and result.confirmation_required:
+        if not force:
+            if not (sys.stdin.isatty() and sys.stdout.isatty()):
+                _emit(result, state.as_json)
+                raise UserError(f"not confirmed: {result.action}", code="confirmation_required",
+                                hint="Run it again with --force (-f) to carry it out.")
+            click.echo(f"About to {result.action}.")
+            if not click.confirm("Really do this?", default=False):
+                raise UserError("cancelled; nothing was changed", code="cancelled", hint="")
+        result = await run_operation(ctx, op, {**arguments, "confirm": result.confirm_with})
+    _emit(result, state.as_json)
 
 
 def _command(op: Operation) -> click.Command:

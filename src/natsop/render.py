@@ -9,6 +9,7 @@ shown as sizes; durations in nanoseconds (`*_ns`, `active`) as durations.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,6 +24,10 @@ __all__ = ["error_text", "human_bytes", "human_duration", "renderable", "to_text
 
 MAX_TEXT = 12_000
 _SIZE_NAMES = ("bytes", "size", "max_bytes", "max_msg_size", "max_value_size", "memory", "storage_bytes")
+# JetStream API durations are integer nanoseconds under these names.
+_NS_NAMES = {"max_age", "duplicate_window", "ack_wait", "idle_heartbeat", "inactive_threshold", "active",
+             "subject_delete_marker_ttl", "pause_remaining", "sync_interval", "rtt_ns", "uptime_ns", "priority_timeout"}
+_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 def human_bytes(n: float) -> str:
@@ -52,13 +57,21 @@ def human_duration(seconds: float) -> str:
 def _fmt(name: str, value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        m = _TIME_RE.match(value)
+        if m:
+            # The zero time means "never" in the server's JSON.
+            return "" if value.startswith("0001-01-01") else f"{m.group(1)} {m.group(2)}{'' if m.group(4) == 'Z' else m.group(4)}"
+        return value
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float) and not isinstance(value, bool):
         lname = name.lower()
+        if value == -1 and lname.startswith("max_"):
+            return "unlimited"
         if any(lname == s or lname.endswith("_" + s) or lname.endswith(s) for s in _SIZE_NAMES) and value >= 0:
             return f"{human_bytes(value)}" if value >= 1024 else f"{value} B"
-        if lname.endswith("_ns") and value > 0:
+        if (lname.endswith("_ns") or lname in _NS_NAMES) and value > 0:
             return human_duration(value / 1e9)
         if lname.endswith("_s") or lname.endswith("_ms"):
             return f"{value:g}{'s' if lname.endswith('_s') else 'ms'}"
@@ -113,8 +126,7 @@ def renderable(model: BaseModel) -> RenderableType:
     for name, value in model:
         if name == "payload" and isinstance(value, BaseModel):
             kv.add_row(_label(name), _payload_text(value))
-        elif _is_table(value) or isinstance(value, BaseModel) or (isinstance(value, dict) and value and
-                                                                  all(isinstance(v, dict) for v in value.values())):
+        elif _is_table(value) or isinstance(value, BaseModel) or (isinstance(value, dict) and value):
             sections.append((name, value))
         elif value is None or value == [] or value == {}:
             continue
@@ -132,7 +144,8 @@ def renderable(model: BaseModel) -> RenderableType:
             sub.add_column(style="bold")
             sub.add_column()
             for k, v in value.items():
-                sub.add_row(str(k), _fmt(k, v))
+                if v not in (None, "", [], {}):
+                    sub.add_row(str(k), _fmt(k, v))
             items.append(sub)
         else:
             rows: list[BaseModel] = list(value)
