@@ -284,8 +284,10 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
         for alias in op.aliases:
             parent.aliases[alias] = cmd.name or op.cli[-1]
     from natsop.serve import serve_command
+    from natsop.skill_cli import skill_group
 
     root.add_command(serve_command)
+    root.add_command(skill_group)
     return root
 
 
