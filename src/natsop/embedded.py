@@ -462,7 +462,9 @@ class EmbeddedServer:
     Without `port` (and `monitor_port`) the server picks free ports; once started, the
     server keeps its ports across `restart()`.
 
-    `extra_config` is appended to the configuration as written (nats-server syntax).
+    `extra_config` is appended to the configuration as written (nats-server syntax);
+    `app_account_config` goes inside the APP account's block (for example its
+    `mappings { ... }`, `exports` or `imports`).
     `sync_always` makes JetStream flush every write to disk before acknowledging it.
     """
 
@@ -476,6 +478,7 @@ class EmbeddedServer:
         server_name: str | None = None,
         binary: str | None = None,
         extra_config: str = "",
+        app_account_config: str = "",
         sync_always: bool = False,
         startup_timeout: float = 10.0,
     ) -> None:
@@ -490,6 +493,7 @@ class EmbeddedServer:
         self.host = host
         self.server_name = server_name
         self.extra_config = extra_config
+        self.app_account_config = app_account_config
         self.sync_always = sync_always
         self.startup_timeout = startup_timeout
         self._binary = binary
@@ -671,6 +675,7 @@ class EmbeddedServer:
             f"  {app.account} {{",
             "    jetstream: enabled",
             f"    users: [ {{ user: {_quote(app.user)}, password: {_quote(app.password)} }} ]",
+            *([self.app_account_config] if self.app_account_config.strip() else []),
             "  }",
             "}",
             f"system_account: {_quote(system.account)}",
