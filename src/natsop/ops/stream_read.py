@@ -30,6 +30,7 @@ from natsop.models import (
     payload_of,
 )
 from natsop.ops._common import PageParams, parse_time
+from natsop.ops._optional import OptionalSubjectFilter
 from natsop.ops.stream import StreamState, fetch_stream_info
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import StreamName, SubjectFilter
@@ -108,7 +109,7 @@ class StreamViewParams(Params):
                                    description="Start at the first message stored at or after this RFC 3339 time")
     since_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
                                   description="Start at messages stored in the last this many seconds")
-    subject: SubjectFilter | None = Field(default=None, description="Only messages on this subject (wildcards allowed)")
+    subject: OptionalSubjectFilter = Field(default=None, description="Only messages on this subject (wildcards allowed)")
     limit: int = Field(default=DEFAULT_VIEW_PAGE, ge=1, le=MAX_VIEW_PAGE,
                        description=f"At most this many messages (max {MAX_VIEW_PAGE})")
     max_payload_bytes: int = Field(default=DEFAULT_VIEW_PAYLOAD_BYTES, ge=0, le=MAX_PAYLOAD_BYTES,
@@ -130,7 +131,7 @@ class StreamViewResult(Result):
         description="direct_get: one batched request; msg_get: one request per message (allow_direct is off)")
 
 
-def _start_time(params: StreamViewParams) -> str | None:
+def _start_time(params: StreamViewParams) -> datetime | None:
     if params.since_s is not None:
         when = datetime.now(UTC) - timedelta(seconds=params.since_s)
     elif params.start_time is not None:
@@ -141,7 +142,7 @@ def _start_time(params: StreamViewParams) -> str | None:
         when = parsed
     else:
         return None
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return when.astimezone(UTC)
 
 
 @operation("stream_view", cli="stream view", args=("stream",))
@@ -155,19 +156,27 @@ async def stream_view(ctx: Context, params: StreamViewParams) -> StreamViewResul
     if len(starts) > 1:
         raise UserError("give only one of start_seq, start_time and since_s", code="invalid_argument",
                         hint="Use start_seq to continue from a previous page's next_seq.")
-    start_time = _start_time(params)
+    since = _start_time(params)
     info = await fetch_stream_info(ctx, params.stream, params.account_name)
     state = _state(info)
+    direct = bool((info.get("config") or {}).get("allow_direct"))
+    method: Literal["direct_get", "msg_get"] = "direct_get" if direct else "msg_get"
+    last_ts = parse_time(state.last_ts)
+    if since is not None and (last_ts is None or since > last_ts):
+        # Nothing was stored at or after that time. (Asked anyway, the server answers from the first message.)
+        return StreamViewResult(stream=params.stream, subject=params.subject, messages=[],
+                                next_seq=state.last_seq + 1, truncated=False, num_pending=0 if direct else None,
+                                first_seq=state.first_seq, last_seq=state.last_seq, method=method)
+    start_time = since.isoformat().replace("+00:00", "Z") if since is not None else None
     js = await ctx.js(params.account_name)
     seq = params.start_seq or max(1, state.first_seq)
-    if (info.get("config") or {}).get("allow_direct"):
+    pending: int | None
+    if direct:
         messages, pending = await _view_direct(js, params, seq, start_time)
         truncated = bool(pending)
-        method: Literal["direct_get", "msg_get"] = "direct_get"
     else:
         messages, truncated = await _view_msg_get(js, params, seq, start_time, state.last_seq)
         pending = None
-        method = "msg_get"
     if messages:
         next_seq = messages[-1].seq + 1
     elif params.start_seq is not None:
@@ -264,7 +273,7 @@ async def _view_msg_get(js: JsApi, params: StreamViewParams, seq: int, start_tim
 class StreamGetParams(Params):
     stream: StreamName
     seq: int | None = Field(default=None, ge=1, le=2**63, description="Sequence of the message")
-    last_by_subj: SubjectFilter | None = Field(default=None,
+    last_by_subj: OptionalSubjectFilter = Field(default=None,
                                                description="Instead of seq: the last message on this subject")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=0, le=MAX_PAYLOAD_BYTES,
                                    description="Show at most this many bytes of the payload")
@@ -406,13 +415,22 @@ async def stream_msg_delete(ctx: Context, params: StreamMsgDeleteParams) -> Stre
     if not check_confirmation(params.confirm, expected):
         cfg = (await fetch_stream_info(ctx, params.stream, params.account_name)).get("config") or {}
         if cfg.get("deny_delete"):
-            raise Conflict(f"stream {params.stream} has deny_delete set: its messages cannot be deleted",
-                           code="stream_delete_denied",
-                           hint="The stream protects its history; nothing was deleted.")
+            raise _deny_delete(params.stream)
         result.confirmation_required = True
         result.confirm_with = expected
         return result
-    await js.request(f"STREAM.MSG.DELETE.{params.stream}", {"seq": params.seq, "no_erase": not params.erase},
-                     context=f"delete message {params.seq} from stream {params.stream}")
+    try:
+        await js.request(f"STREAM.MSG.DELETE.{params.stream}", {"seq": params.seq, "no_erase": not params.erase},
+                         context=f"delete message {params.seq} from stream {params.stream}")
+    except NatsopError as err:
+        # deny_delete comes back as the generic "message delete failed" (10057) with this text.
+        if err.details.get("err_code") == 10057 and "not permitted" in err.message:
+            raise _deny_delete(params.stream) from None
+        raise
     result.done = True
     return result
+
+
+def _deny_delete(stream: str) -> Conflict:
+    return Conflict(f"stream {stream} has deny_delete set: its messages cannot be deleted",
+                    code="stream_delete_denied", hint="The stream protects its history; nothing was deleted.")
