@@ -182,7 +182,8 @@ MAX_SUBJECTS_PER_CONNECTION = 100
 
 
 class ConnectionsParams(GatherParams):
-    account: AccountFilter | None = Field(default=None, description="Only this account's connections")
+    account: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[^\s*>]+$",
+                                description="Only this account's connections")
     user: str | None = Field(default=None, min_length=1, max_length=256,
                              description="Only connections authenticated as this user")
     sort: ConnSort = Field(default="subs", description="Largest first (uptime: longest running first; cid: lowest)")
