@@ -139,7 +139,12 @@ _API_ERRORS: dict[int, tuple[type[NatsopError], str, str | None]] = {
     10148: (Conflict, "consumer_already_exists", "Use consumer_edit to change an existing consumer."),
     10165: (UserError, "invalid_message_ttl", "Nats-TTL must be at least 1s, or 'never'."),
     10166: (Unsupported, "message_ttl_disabled", "Enable allow_msg_ttl on the stream."),
-    10174: (Unsupported, "atomic_publish_disabled", "Enable allow_atomic on the stream."),
+    10174: (Unsupported, "atomic_publish_disabled", "Enable allow_atomic on the stream (stream_update allow_atomic=true)."),
+    10175: (UserError, "batch_sequence_missing", "Every message of a batch needs Nats-Batch-Sequence."),
+    10176: (Conflict, "batch_incomplete", "The batch had a gap or was abandoned; nothing of it was stored. Send it again."),
+    10177: (UserError, "batch_expected_msg_id", "Nats-Expected-Last-Msg-Id is not allowed in a batch."),
+    10179: (UserError, "batch_id_invalid", "A batch id has at most 64 characters."),
+    10199: (UserError, "batch_too_large", "A batch holds at most the server's limit (1000 messages by default)."),
     10168: (Unsupported, "message_counter_disabled", "Create the stream with allow_msg_counter."),
     10200: (Unsupported, "message_schedules_disabled", "Enable allow_msg_schedules on the stream."),
 }

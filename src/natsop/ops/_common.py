@@ -9,7 +9,7 @@ from pydantic import Field
 
 from natsop.registry import Params
 
-__all__ = ["PageParams", "duration_ns", "ns_to_s", "parse_time"]
+__all__ = ["PageParams", "duration_ns", "ns_to_s", "parse_time", "parse_version", "require_server", "server_version"]
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
@@ -45,3 +45,29 @@ def parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def server_version(nc: Any) -> str:
+    """The version the connected server announced in its INFO."""
+    info = getattr(nc, "_server_info", None) or {}
+    return str(info.get("version") or "")
+
+
+def parse_version(text: str | None) -> tuple[int, int, int]:
+    """'2.12.3' / 'v2.11.0-beta' -> (2, 12, 3); unknown -> (0, 0, 0)."""
+    import re
+
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
+
+
+async def require_server(ctx: Any, account_name: str | None, minimum: tuple[int, int, int], feature: str) -> None:
+    """Refuse plainly when the connected server is older than `minimum` for `feature`."""
+    from natsop.errors import Unsupported
+
+    nc = await ctx.nc(account_name)
+    version = server_version(nc)
+    if parse_version(version) < minimum:
+        need = ".".join(str(p) for p in minimum)
+        raise Unsupported(f"{feature} needs nats-server {need} or newer; this server is {version or 'unknown'}",
+                          code="server_too_old", hint=f"Upgrade the server to {need}+ to use {feature}.")
