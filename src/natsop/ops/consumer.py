@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -19,7 +20,7 @@ from nats.aio.msg import Msg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from natsop.context import Context
-from natsop.errors import NatsopError, NotFound, Unsupported, UserError, from_nats
+from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError, from_nats
 from natsop.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -33,7 +34,7 @@ from natsop.models import (
 from natsop.ops._common import PageParams, duration_ns, ns_to_s, parse_time
 from natsop.ops.stream import ClusterInfo, fetch_stream_info
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import ConsumerName, PublishSubject, StreamName, SubjectFilter
+from natsop.validate import ConsumerName, StreamName, SubjectFilter, check_subject
 
 __all__ = [
     "ConsumerInfoResult",
@@ -72,7 +73,15 @@ def _format_time(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-Rfc3339 = Annotated[str, AfterValidator(_rfc3339), Field(max_length=64)]
+def _optional(check: Callable[[str], str]) -> AfterValidator:
+    return AfterValidator(lambda v: v if v is None else check(v))
+
+
+# Optional values are written `Annotated[str | None, ...]` rather than `Annotated[str, ...] | None` so that the
+# CLI sees a plain optional string (it reads an Annotated inside a union as JSON).
+OptRfc3339 = Annotated[str | None, _optional(_rfc3339), Field(max_length=64)]
+OptSubjectFilter = Annotated[str | None, _optional(check_subject)]
+OptPublishSubject = Annotated[str | None, _optional(lambda s: check_subject(s, wildcards=False))]
 
 
 # ---------------------------------------------------------------- models of what the server reports
@@ -306,7 +315,7 @@ class ConsumerConfigParams(Params):
     stream: StreamName
     consumer: ConsumerName
     description: str | None = Field(default=None, max_length=4096, description="What reads from this consumer")
-    filter_subject: SubjectFilter | None = Field(default=None, description="Only messages on this subject")
+    filter_subject: OptSubjectFilter = Field(default=None, description="Only messages on this subject")
     filter_subjects: list[SubjectFilter] | None = Field(
         default=None, max_length=10_000,
         description="Only messages on these subjects (several filters; more than 300 is an anti-pattern). "
@@ -315,7 +324,7 @@ class ConsumerConfigParams(Params):
                             "last_per_subject"] | None = Field(
         default=None, description="Where a new consumer starts; default all (replay from the start)")
     opt_start_seq: int | None = Field(default=None, ge=1, description="Start at this stream sequence")
-    opt_start_time: Rfc3339 | None = Field(default=None, description="Start at this time (RFC 3339)")
+    opt_start_time: OptRfc3339 = Field(default=None, description="Start at this time (RFC 3339)")
     ack_policy: Literal["explicit", "none", "all"] | None = Field(
         default=None, description="Default explicit: each message acknowledged. 'none' loses messages on a crash")
     ack_wait_s: float | None = Field(default=None, gt=0, le=31_536_000,
@@ -335,14 +344,14 @@ class ConsumerConfigParams(Params):
     metadata: dict[str, str] | None = Field(default=None, description="Free-form labels")
     replicas: int | None = Field(default=None, ge=0, le=5, description="0 = as many as the stream")
     mem_storage: bool | None = Field(default=None, description="Keep the consumer's state in memory")
-    pause_until: Rfc3339 | None = Field(default=None, description="Paused until this time (2.11+, RFC 3339)")
+    pause_until: OptRfc3339 = Field(default=None, description="Paused until this time (2.11+, RFC 3339)")
     priority_groups: list[str] | None = Field(default=None, max_length=16,
                                               description="Pull consumers: priority group names (2.11+)")
     priority_policy: Literal["none", "overflow", "pinned_client", "prioritized"] | None = Field(
         default=None, description="How priority groups share messages (2.11+; prioritized 2.12+)")
     priority_timeout_s: float | None = Field(default=None, gt=0, le=86_400,
                                              description="pinned_client: seconds before the pin moves")
-    deliver_subject: PublishSubject | None = Field(
+    deliver_subject: OptPublishSubject = Field(
         default=None, description="Makes a push consumer delivering here; omit for a pull consumer (preferred)")
     deliver_group: str | None = Field(default=None, max_length=255,
                                       description="Push consumers: queue group of the subscribers")
@@ -458,12 +467,19 @@ async def _info_or_none(ctx: Context, stream: str, consumer: str, account_name: 
 
 async def _write(ctx: Context, p: ConsumerConfigParams, cfg: dict[str, Any], action: str,
                  before: dict[str, Any] | None) -> ConsumerWriteResult:
-    _check(cfg)
     js = await ctx.js(p.account_name)
     body = {"stream_name": p.stream, "config": cfg, "action": action}
     verb = "update" if action == "update" else "create"
-    info = await js.request(f"CONSUMER.CREATE.{p.stream}.{p.consumer}", body,
-                            context=f"{verb} consumer {p.stream} > {p.consumer}")
+    try:
+        info = await js.request(f"CONSUMER.CREATE.{p.stream}.{p.consumer}", body,
+                                context=f"{verb} consumer {p.stream} > {p.consumer}")
+    except NatsopError as err:
+        # 10012 is the server's catch-all for a failed create; "can not ... update" means a fixed setting.
+        if err.details.get("err_code") == 10012 and "can not" in err.message and before is not None:
+            raise Conflict(err.message, code="consumer_setting_fixed", details=err.details,
+                           hint="ack_policy, deliver_policy, the start position and pull/push are fixed once a "
+                                "consumer exists; create a new consumer under another name instead.") from None
+        raise
     result = _info_result(info)
     if before is None:
         outcome: Literal["created", "updated", "unchanged"] = "created"
@@ -490,6 +506,7 @@ async def consumer_add(ctx: Context, params: ConsumerAddParams) -> ConsumerWrite
     else:
         base["name"] = params.consumer
     cfg = _merge(params, base)
+    _check(cfg)
     before = await _info_or_none(ctx, params.stream, params.consumer, params.account_name)
     return await _write(ctx, params, cfg, "", before)
 
@@ -504,6 +521,7 @@ async def consumer_edit(ctx: Context, params: ConsumerConfigParams) -> ConsumerW
     """
     before = await fetch_consumer_info(ctx, params.stream, params.consumer, params.account_name)
     cfg = _merge(params, before.get("config") or {})
+    _check(cfg)
     return await _write(ctx, params, cfg, "update", before)
 
 
@@ -567,7 +585,7 @@ async def _require_pause_support(ctx: Context, account_name: str | None) -> None
 
 
 class ConsumerPauseParams(ConsumerRef):
-    until: Rfc3339 | None = Field(default=None, description="Pause until this time (RFC 3339)")
+    until: OptRfc3339 = Field(default=None, description="Pause until this time (RFC 3339)")
     for_s: float | None = Field(default=None, gt=0, le=10 * 31_536_000, description="Pause for this many seconds")
 
     @model_validator(mode="after")
