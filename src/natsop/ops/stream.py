@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from natsop.context import Context
+from natsop.errors import Conflict, NatsopError, UserError
 from natsop.models import Confirmable, ConfirmParams, check_confirmation
 from natsop.ops._common import PageParams, duration_ns
 from natsop.ops._optional import OptionalSubjectFilter
@@ -258,8 +259,6 @@ async def stream_add(ctx: Context, params: StreamConfigParams) -> StreamInfoResu
     cfg.setdefault("retention", "limits")
     cfg.setdefault("num_replicas", 1)
     if cfg.get("sealed"):
-        from natsop.errors import UserError
-
         raise UserError("a stream cannot be created sealed", code="invalid_argument",
                         hint="Create it, fill it, then seal it with stream_update sealed=true.")
     js = await ctx.js(params.account_name)
@@ -345,6 +344,8 @@ async def stream_purge(ctx: Context, params: StreamPurgeParams) -> StreamPurgeRe
         what.append(f"keeping the newest {params.keep}")
     result = StreamPurgeResult(done=False, stream=params.stream, would_remove=would, action=" ".join(what))
     if not check_confirmation(params.confirm, params.stream):
+        if (info.get("config") or {}).get("deny_purge"):
+            raise _deny_purge(params.stream)
         result.confirmation_required = True
         result.confirm_with = params.stream
         return result
@@ -356,7 +357,19 @@ async def stream_purge(ctx: Context, params: StreamPurgeParams) -> StreamPurgeRe
     if params.keep is not None:
         body["keep"] = params.keep
     js = await ctx.js(params.account_name)
-    resp = await js.request(f"STREAM.PURGE.{params.stream}", body or None, context=f"purge stream {params.stream}")
+    try:
+        resp = await js.request(f"STREAM.PURGE.{params.stream}", body or None,
+                                context=f"purge stream {params.stream}")
+    except NatsopError as err:
+        # deny_purge comes back as the generic "stream purge failed" (10110) with this text.
+        if err.details.get("err_code") == 10110 and "not permitted" in err.message:
+            raise _deny_purge(params.stream) from None
+        raise
     result.done = True
     result.purged = int(resp.get("purged") or 0)
     return result
+
+
+def _deny_purge(stream: str) -> Conflict:
+    return Conflict(f"stream {stream} has deny_purge set: it cannot be purged", code="stream_purge_denied",
+                    hint="The stream protects its history; nothing was removed.")

@@ -109,7 +109,8 @@ class StreamFindParams(PageParams):
     server_name: str | None = Field(default=None, max_length=255,
                                     description="Regular expression on the servers holding a replica")
     leader: str | None = Field(default=None, max_length=255, description="Streams whose leader is this server")
-    invert: bool = Field(default=False, description="Return the streams that do NOT match")
+    invert: bool = Field(default=False, description="Return the streams that do NOT match the criteria "
+                                                    "(subject and name_contains still narrow the search)")
 
 
 class StreamFindResult(Result):
@@ -126,9 +127,9 @@ def _matches(info: dict[str, Any], p: StreamFindParams, now: datetime,
     cfg = info.get("config") or {}
     st = info.get("state") or {}
     msgs = int(st.get("messages") or 0)
+    if p.name_contains is not None and p.name_contains.lower() not in str(cfg.get("name", "")).lower():
+        return False  # like `subject`, the name narrows the search and is not inverted
     checks: list[bool] = []
-    if p.name_contains is not None:
-        checks.append(p.name_contains.lower() in str(cfg.get("name", "")).lower())
     if p.empty is not None:
         checks.append((msgs == 0) is p.empty)
     if p.min_messages is not None:
@@ -168,7 +169,8 @@ def _matches(info: dict[str, Any], p: StreamFindParams, now: datetime,
 async def stream_find(ctx: Context, params: StreamFindParams) -> StreamFindResult:
     """Find streams by criteria: subject, name, size, storage, replicas, consumers, idleness, flags, placement.
 
-    Every given criterion must hold (invert returns the rest). Results are sorted by name and paged.
+    Every given criterion must hold (invert returns the rest, still within subject and
+    name_contains). Results are sorted by name and paged.
     """
     cluster_re = _regex(params.cluster, "cluster")
     server_re = _regex(params.server_name, "server_name")

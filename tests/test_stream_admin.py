@@ -1,0 +1,256 @@
+"""A stream's lifecycle (list, info, state, add, edit, purge, rm) and the account-wide find and report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from natsop import Toolkit
+from natsop.errors import Conflict, NotFound, UserError
+from tests.conftest import CliFn, cli_json, mcp_client
+
+
+async def _publish(toolkit: Toolkit, subject: str, n: int = 1) -> None:
+    js = (await toolkit.context.nc()).jetstream()
+    for i in range(n):
+        await js.publish(subject, f"m{i}".encode())
+
+
+async def test_add_uses_safe_defaults_and_is_idempotent(toolkit: Toolkit, uniq: str) -> None:
+    made: Any = await toolkit.call("stream_add", stream=uniq)
+    cfg = made.config
+    assert (cfg["subjects"], cfg["storage"], cfg["retention"], cfg["num_replicas"]) == ([uniq], "file", "limits", 1)
+    again: Any = await toolkit.call("stream_add", stream=uniq)
+    assert again.name == uniq
+    with pytest.raises(Conflict) as clash:
+        await toolkit.call("stream_add", stream=uniq, max_msgs=10)
+    assert clash.value.code == "stream_name_in_use"
+    with pytest.raises(Conflict) as overlap:
+        await toolkit.call("stream_add", stream=f"{uniq}_2", subjects=[uniq])
+    assert overlap.value.code == "stream_subjects_overlap"
+    with pytest.raises(UserError):
+        await toolkit.call("stream_add", stream=f"{uniq}_3", sealed=True)
+
+
+async def test_add_translates_units_and_options(toolkit: Toolkit, uniq: str) -> None:
+    made: Any = await toolkit.call(
+        "stream_add", stream=uniq, subjects=[f"{uniq}.>"], storage="memory", max_age_s=3600,
+        duplicate_window_s=30, max_msgs_per_subject=5, discard="new", deny_delete=True, allow_direct=True,
+        description="why", metadata={"owner": "tests"})
+    cfg = made.config
+    assert cfg["max_age"] == 3600 * 10**9 and cfg["duplicate_window"] == 30 * 10**9
+    assert (cfg["storage"], cfg["max_msgs_per_subject"], cfg["discard"]) == ("memory", 5, "new")
+    assert cfg["deny_delete"] is True and cfg["allow_direct"] is True and cfg["description"] == "why"
+    assert cfg["metadata"]["owner"] == "tests"
+
+
+async def test_update_changes_only_what_is_given(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.a"], max_msgs=100, description="before")
+    updated: Any = await toolkit.call("stream_update", stream=uniq, description="after",
+                                      subjects=[f"{uniq}.a", f"{uniq}.b"])
+    cfg = updated.config
+    assert cfg["description"] == "after" and cfg["max_msgs"] == 100
+    assert cfg["subjects"] == [f"{uniq}.a", f"{uniq}.b"]
+    sealed: Any = await toolkit.call("stream_update", stream=uniq, sealed=True)
+    assert sealed.config["sealed"] is True
+    with pytest.raises(NotFound) as missing:
+        await toolkit.call("stream_update", stream=f"{uniq}_missing", description="x")
+    assert missing.value.code == "stream_not_found"
+
+
+async def test_info_and_state(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"])
+    await _publish(toolkit, f"{uniq}.a", 3)
+    info: Any = await toolkit.call("stream_info", stream=uniq)
+    assert info.name == uniq and info.state.messages == 3 and info.created
+    state: Any = await toolkit.call("stream_state", stream=uniq)
+    assert (state.state.messages, state.state.first_seq, state.state.last_seq) == (3, 1, 3)
+    assert state.state.bytes > 0 and state.state.last_ts
+    for tool in ("stream_info", "stream_state"):
+        with pytest.raises(NotFound):
+            await toolkit.call(tool, stream=f"{uniq}_missing")
+        with pytest.raises(UserError) as bad:
+            await toolkit.call(tool, stream="bad.name")
+        assert bad.value.code == "invalid_name"
+
+
+async def test_list_pages_with_subject_filter(toolkit: Toolkit, uniq: str) -> None:
+    names = [f"{uniq}_{i}" for i in range(3)]
+    for name in names:
+        await toolkit.call("stream_add", stream=name, subjects=[f"{uniq}.{name}.>"])
+    first: Any = await toolkit.call("stream_list", subject=f"{uniq}.>", limit=2)
+    assert (first.total, len(first.streams), first.truncated, first.next_offset) == (3, 2, True, 2)
+    rest: Any = await toolkit.call("stream_list", subject=f"{uniq}.>", offset=first.next_offset, limit=2)
+    assert (len(rest.streams), rest.truncated, rest.next_offset) == (1, False, None)
+    assert sorted(s.name for s in first.streams + rest.streams) == names
+    beyond: Any = await toolkit.call("stream_list", subject=f"{uniq}.>", offset=10)
+    assert (beyond.streams, beyond.truncated) == ([], False)
+
+
+async def test_purge_confirmation_and_variants(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"])
+    await _publish(toolkit, f"{uniq}.a", 6)
+    await _publish(toolkit, f"{uniq}.b", 4)
+    dry: Any = await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.b")
+    assert (dry.done, dry.would_remove, dry.confirm_with) == (False, 4, uniq)
+    with pytest.raises(UserError) as wrong:
+        await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.b", confirm="yes")
+    assert wrong.value.code == "confirmation_mismatch"
+    by_subject: Any = await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.b", confirm=uniq)
+    assert (by_subject.done, by_subject.purged) == (True, 4)
+    keep: Any = await toolkit.call("stream_purge", stream=uniq, keep=2, confirm=uniq)
+    assert keep.purged == 4
+    state: Any = await toolkit.call("stream_state", stream=uniq)
+    assert (state.state.messages, state.state.first_seq) == (2, 5)
+    upto: Any = await toolkit.call("stream_purge", stream=uniq, seq=6, confirm=uniq)
+    assert upto.purged == 1
+    everything: Any = await toolkit.call("stream_purge", stream=uniq, confirm=uniq)
+    assert everything.purged == 1
+    assert (await toolkit.call("stream_state", stream=uniq)).state.messages == 0  # type: ignore[attr-defined]
+
+
+async def test_purge_refused_by_deny_purge(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq, deny_purge=True)
+    await _publish(toolkit, uniq, 2)
+    with pytest.raises(Conflict) as dry:
+        await toolkit.call("stream_purge", stream=uniq)
+    assert dry.value.code == "stream_purge_denied"
+    # Confirmed straight away, the server itself refuses; the error is the same.
+    with pytest.raises(Conflict) as denied:
+        await toolkit.call("stream_purge", stream=uniq, confirm=uniq)
+    assert denied.value.code == "stream_purge_denied" and "deny_purge" in denied.value.message
+    assert (await toolkit.call("stream_state", stream=uniq)).state.messages == 2  # type: ignore[attr-defined]
+
+
+async def test_delete_confirmation(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq)
+    await _publish(toolkit, uniq, 2)
+    dry: Any = await toolkit.call("stream_delete", stream=uniq)
+    assert (dry.done, dry.confirmation_required, dry.confirm_with, dry.messages) == (False, True, uniq, 2)
+    with pytest.raises(UserError):
+        await toolkit.call("stream_delete", stream=uniq, confirm=f"{uniq}x")
+    await toolkit.call("stream_info", stream=uniq)
+    done: Any = await toolkit.call("stream_delete", stream=uniq, confirm=uniq)
+    assert done.done is True
+    with pytest.raises(NotFound):
+        await toolkit.call("stream_info", stream=uniq)
+    with pytest.raises(NotFound):
+        await toolkit.call("stream_delete", stream=uniq)
+
+
+async def test_find_by_criteria(toolkit: Toolkit, uniq: str) -> None:
+    big, empty, guarded = f"{uniq}_big", f"{uniq}_empty", f"{uniq}_guarded"
+    await toolkit.call("stream_add", stream=big, subjects=[f"{uniq}.big.>"])
+    await toolkit.call("stream_add", stream=empty, subjects=[f"{uniq}.empty"], storage="memory")
+    await toolkit.call("stream_add", stream=guarded, subjects=[f"{uniq}.guarded"], deny_delete=True)
+    await _publish(toolkit, f"{uniq}.big.x", 5)
+    await _publish(toolkit, f"{uniq}.guarded", 1)
+
+    async def names(**criteria: Any) -> list[str]:
+        res: Any = await toolkit.call("stream_find", **{"name_contains": uniq, **criteria})
+        return [s.name for s in res.streams]
+
+    assert await names() == [big, empty, guarded]
+    assert await names(empty=True) == [empty]
+    assert await names(empty=False) == [big, guarded]
+    assert await names(min_messages=2) == [big]
+    assert await names(min_bytes=1) == [big, guarded]
+    assert await names(storage="memory") == [empty]
+    assert await names(deny_delete=True) == [guarded]
+    assert await names(max_replicas=1) == [big, empty, guarded]
+    assert await names(consumers_below=1) == [big, empty, guarded]
+    assert await names(sourced=True) == []
+    assert await names(idle_s=3600) == [empty]
+    assert await names(created_older_than_s=3600) == []
+    assert await names(invert=True, empty=True) == [big, guarded]
+    assert await names(subject=f"{uniq}.big.y") == [big]
+    assert await names(name_contains=f"{uniq}_EMP") == [empty]
+    page: Any = await toolkit.call("stream_find", name_contains=uniq, limit=2)
+    assert (page.total, page.truncated, page.next_offset) == (3, True, 2)
+    with pytest.raises(UserError) as bad:
+        await toolkit.call("stream_find", cluster="(")
+    assert bad.value.code == "invalid_regex"
+
+
+async def test_report_sorts_and_pages(toolkit: Toolkit, uniq: str) -> None:
+    sizes = {f"{uniq}_a": 3, f"{uniq}_b": 1, f"{uniq}_c": 2}
+    for name, n in sizes.items():
+        await toolkit.call("stream_add", stream=name, subjects=[f"{uniq}.{name}"])
+        await _publish(toolkit, f"{uniq}.{name}", n)
+    await toolkit.call("stream_msg_delete", stream=f"{uniq}_a", seq=2, confirm=f"{uniq}_a:2")
+
+    async def order(**kwargs: Any) -> list[str]:
+        res: Any = await toolkit.call("stream_report", subject=f"{uniq}.>", **kwargs)
+        return [r.name for r in res.streams]
+
+    assert await order(sort="name") == [f"{uniq}_a", f"{uniq}_b", f"{uniq}_c"]
+    assert await order(sort="messages") == [f"{uniq}_b", f"{uniq}_a", f"{uniq}_c"]  # a holds 2 after the delete
+    assert await order(sort="messages", reverse=True) == [f"{uniq}_c", f"{uniq}_a", f"{uniq}_b"]
+    assert await order(sort="consumers") == [f"{uniq}_a", f"{uniq}_b", f"{uniq}_c"]
+    report: Any = await toolkit.call("stream_report", subject=f"{uniq}.>", sort="name", limit=2)
+    assert (report.total, report.truncated, report.next_offset, report.unhealthy) == (3, True, 2, 0)
+    a = report.streams[0]
+    assert (a.messages, a.deleted, a.storage, a.replicas, a.healthy) == (2, 1, "file", 1, True)
+    by_bytes: Any = await toolkit.call("stream_report", subject=f"{uniq}.>")
+    assert [r.bytes for r in by_bytes.streams] == sorted(r.bytes for r in by_bytes.streams)
+
+
+async def test_mcp_stream_lifecycle(server_env: dict[str, str], uniq: str) -> None:
+    async with mcp_client(server_env) as c:
+        made = await c.call_tool("stream_add", {"stream": uniq, "subjects": [f"{uniq}.>"]})
+        assert not made.is_error, made.content
+        pub = await c.call_tool("publish", {"subject": f"{uniq}.a", "payload": "x", "count": 3})
+        assert not pub.is_error
+        listed = await c.call_tool("stream_list", {"subject": f"{uniq}.>"})
+        assert listed.structured_content is not None and listed.structured_content["total"] == 1
+        state = await c.call_tool("stream_state", {"stream": uniq})
+        assert state.structured_content is not None and state.structured_content["state"]["messages"] == 3
+        edited = await c.call_tool("stream_update", {"stream": uniq, "description": "edited"})
+        assert edited.structured_content is not None
+        assert edited.structured_content["config"]["description"] == "edited"
+        found = await c.call_tool("stream_find", {"name_contains": uniq, "min_messages": 3})
+        assert found.structured_content is not None
+        assert [s["name"] for s in found.structured_content["streams"]] == [uniq]
+        report = await c.call_tool("stream_report", {"subject": f"{uniq}.>"})
+        assert report.structured_content is not None and report.structured_content["streams"][0]["messages"] == 3
+        dry = await c.call_tool("stream_purge", {"stream": uniq})
+        assert dry.structured_content is not None and dry.structured_content["would_remove"] == 3
+        wrong = await c.call_tool("stream_purge", {"stream": uniq, "confirm": "nope"})
+        assert wrong.is_error and "confirmation_mismatch" in getattr(wrong.content[0], "text", "")
+        purged = await c.call_tool("stream_purge", {"stream": uniq, "confirm": uniq})
+        assert purged.structured_content is not None and purged.structured_content["purged"] == 3
+        deleted = await c.call_tool("stream_delete", {"stream": uniq, "confirm": uniq})
+        assert deleted.structured_content is not None and deleted.structured_content["done"] is True
+        missing = await c.call_tool("stream_state", {"stream": uniq})
+        assert missing.is_error and "stream_not_found" in getattr(missing.content[0], "text", "")
+        bad = await c.call_tool("stream_add", {"stream": "no spaces please"})
+        assert bad.is_error and "invalid_name" in getattr(bad.content[0], "text", "")
+
+
+def test_cli_stream_lifecycle(cli: CliFn, uniq: str) -> None:
+    made = cli("--json", "stream", "add", uniq, "--subjects", f"{uniq}.>", "--max-age-s", "60", "--deny-delete")
+    assert made.exit_code == 0, made.output
+    assert cli_json(made)["config"]["max_age"] == 60 * 10**9 and cli_json(made)["config"]["deny_delete"] is True
+    edited = cli_json(cli("--json", "stream", "edit", uniq, "--description", "via cli"))
+    assert edited["config"]["description"] == "via cli" and edited["config"]["max_age"] == 60 * 10**9
+    listed = cli("stream", "ls", "--subject", f"{uniq}.>")
+    assert listed.exit_code == 0 and uniq in listed.output
+    state = cli_json(cli("--json", "stream", "state", uniq))
+    assert state["state"]["messages"] == 0
+    found = cli_json(cli("--json", "stream", "find", "--name-contains", uniq, "--deny-delete"))
+    assert [s["name"] for s in found["streams"]] == [uniq]
+    query = cli_json(cli("--json", "stream", "query", "--name-contains", uniq, "--no-deny-delete"))
+    assert query["streams"] == []
+    report = cli("stream", "report", "--subject", f"{uniq}.>", "--sort", "messages")
+    assert report.exit_code == 0 and uniq in report.output
+    refused = cli("stream", "purge", uniq)
+    assert refused.exit_code == 1 and "--force" in refused.output
+    purged = cli("--json", "stream", "purge", uniq, "-f")
+    assert purged.exit_code == 0 and cli_json(purged)["done"] is True
+    assert cli("stream", "info", f"{uniq}_missing").exit_code == 1
+    assert cli("stream", "add", "bad.name").exit_code == 1
+    removed = cli("--json", "stream", "rm", uniq, "--force")
+    assert removed.exit_code == 0 and cli_json(removed)["done"] is True
+    gone = cli("--json", "stream", "state", uniq)
+    assert gone.exit_code == 1 and cli_json(gone)["error"]["code"] == "stream_not_found"
