@@ -751,9 +751,12 @@ async def consumer_next(ctx: Context, params: ConsumerNextParams) -> ConsumerNex
                                                    "deliver subject instead, or create a pull consumer.")
     js = await ctx.js(params.account_name)
     nc = await ctx.nc(params.account_name)
-    body: dict[str, Any] = {"batch": params.count, "expires": duration_ns(params.timeout_s)}
+    # With no_wait the request carries no expiry: with one, the server would hold it open until it expires.
+    body: dict[str, Any] = {"batch": params.count}
     if params.no_wait:
         body["no_wait"] = True
+    else:
+        body["expires"] = duration_ns(params.timeout_s)
     if params.max_bytes is not None:
         body["max_bytes"] = params.max_bytes
     inbox = nc.new_inbox()
