@@ -29,7 +29,7 @@ from natsop.bootstrap import ConnectOptions, open_context
 from natsop.context import Context, ProgressFn
 from natsop.errors import NatsopError, UserError
 from natsop.models import Confirmable
-from natsop.registry import Operation, operations
+from natsop.registry import Operation, Result, operations
 from natsop.render import error_text, renderable
 from natsop.runner import run_operation
 
@@ -40,11 +40,14 @@ HIDDEN_FIELDS = {"account_name", "confirm"}
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
     """(inner type, optional?) for `X | None`."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
-            return args[0], True
+            inner, _ = _unwrap(args[0])
+            return inner, True
     return annotation, False
 
 
@@ -75,8 +78,8 @@ def _param_for(name: str, field: FieldInfo, positional: bool) -> tuple[click.Par
         click_type = inner
     elif origin is Literal:
         click_type = click.Choice([str(a) for a in typing.get_args(inner)])
-    elif origin is list and typing.get_args(inner) and typing.get_args(inner)[0] in (str, int, float):
-        click_type = typing.get_args(inner)[0]
+    elif origin is list and typing.get_args(inner) and _unwrap(typing.get_args(inner)[0])[0] in (str, int, float):
+        click_type = _unwrap(typing.get_args(inner)[0])[0]
         multiple = True
         convert = lambda v: list(v) if v else None  # noqa: E731
     elif origin is list:
@@ -206,6 +209,9 @@ async def _confirm_and_emit(state: _State, op: Operation, arguments: dict[str, A
                 raise UserError("cancelled; nothing was changed", code="cancelled", hint="")
         result = await run_operation(ctx, op, {**arguments, "confirm": result.confirm_with})
     _emit(result, state.as_json)
+    status = result.exit_status() if isinstance(result, Result) else 0
+    if status:
+        sys.exit(status)
 
 
 def _command(op: Operation) -> click.Command:

@@ -70,6 +70,10 @@ class Result(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def exit_status(self) -> int:
+        """The CLI's exit code for this result: 0 unless the result itself reports a failure."""
+        return 0
+
 
 P = TypeVar("P", bound=Params)
 R = TypeVar("R", bound=BaseModel)

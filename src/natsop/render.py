@@ -73,6 +73,8 @@ def _fmt(name: str, value: Any) -> str:
             return f"{human_bytes(value)}" if value >= 1024 else f"{value} B"
         if (lname.endswith("_ns") or lname in _NS_NAMES) and value > 0:
             return human_duration(value / 1e9)
+        if lname.endswith("_s") and value >= 60:
+            return human_duration(float(value))
         if lname.endswith("_s") or lname.endswith("_ms"):
             return f"{value:g}{'s' if lname.endswith('_s') else 'ms'}"
         if isinstance(value, int):

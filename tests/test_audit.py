@@ -1,0 +1,294 @@
+"""audit: every rule planted on a real server, with a clean twin that must not be flagged."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+import pytest
+import pytest_asyncio
+
+from natsop import EmbeddedCluster, EmbeddedServer, Toolkit
+from natsop.audit import Observed, run_rules
+from natsop.events import uuid7
+from tests.conftest import env_for, mcp_client
+
+NS = 1_000_000_000
+
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def lax() -> AsyncIterator[EmbeddedServer]:
+    """A server with the default sync_interval and an account used only by these tests."""
+    async with EmbeddedServer() as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def strict() -> AsyncIterator[EmbeddedServer]:
+    async with EmbeddedServer(sync_always=True) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def cluster() -> AsyncIterator[EmbeddedCluster]:
+    async with EmbeddedCluster(3) as c:
+        yield c
+
+
+async def js_request(nc: Any, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    msg = await nc.request(f"$JS.API.{subject}", json.dumps(body or {}).encode(), timeout=10)
+    data: dict[str, Any] = json.loads(msg.data)
+    assert "error" not in data, data
+    return data
+
+
+async def add_stream(nc: Any, name: str, **cfg: Any) -> None:
+    cfg.setdefault("subjects", [f"{name.lower()}.>"])
+    await js_request(nc, f"STREAM.CREATE.{name}", {"name": name, **cfg})
+
+
+async def add_consumer(nc: Any, stream: str, name: str | None, **cfg: Any) -> None:
+    config = {"ack_policy": "explicit", **cfg}
+    if name:
+        config["durable_name"] = name
+        await js_request(nc, f"CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream, "config": config})
+    else:
+        await js_request(nc, f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config})
+
+
+async def connect(server: Any) -> Any:
+    urls = getattr(server, "urls", None) or [server.url]
+    return await nats.connect(urls, user=server.app.user, password=server.app.password)
+
+
+async def findings(server: Any, **params: Any) -> list[Any]:
+    async with Toolkit.for_server(server) as tk:
+        result: Any = await tk.call("audit", **params)
+    return list(result.findings)
+
+
+def about(found: list[Any], rule: str, obj: str) -> list[Any]:
+    return [f for f in found if f.rule == rule and f.object == obj]
+
+
+async def test_stream_and_consumer_rules(lax: EmbeddedServer) -> None:
+    nc = await connect(lax)
+    try:
+        for i in range(5):
+            await add_stream(nc, f"CUST_{1000 + i}")
+        for i in range(3):
+            await add_stream(nc, f"SHOP_{2000 + i}")
+        await add_stream(nc, "BILLING_EVENTS")
+        await add_stream(nc, "AUDIT_EVENTS", deny_delete=True, deny_purge=True, description="immutable log")
+        await add_stream(nc, "WORK", description="work queue for tests")
+        await add_consumer(nc, "WORK", "fire_and_forget", ack_policy="none")
+        await add_consumer(nc, "WORK", "careful")
+        await add_consumer(nc, "WORK", None, inactive_threshold=3600 * NS)
+        await add_consumer(nc, "WORK", "picky", filter_subjects=[f"work.{i}" for i in range(301)])
+        await add_stream(nc, "TUNED", discard="new", max_msgs_per_subject=5)
+        await add_stream(nc, "TUNED_OK", discard="new", description="discard new: producers must see back-pressure")
+        await add_stream(nc, "DEDUP", max_age=600 * NS, duplicate_window=600 * NS, description="d")
+        await add_stream(nc, "DEDUP_OK", max_age=600 * NS, description="d")
+    finally:
+        await nc.close()
+    found = await findings(lax, thresholds={"consumer-not-durable.age_s": 0})
+    assert about(found, "stream-per-entity", "streams CUST_#")[0].observed["streams"] == 5
+    assert not about(found, "stream-per-entity", "streams SHOP_#")
+    assert about(found, "event-stream-mutable", "stream BILLING_EVENTS")
+    assert not about(found, "event-stream-mutable", "stream AUDIT_EVENTS")
+    assert about(found, "consumer-ack-none", "consumer WORK/fire_and_forget")
+    assert not about(found, "consumer-ack-none", "consumer WORK/careful")
+    ephemeral = [f for f in found if f.rule == "consumer-not-durable"]
+    assert len(ephemeral) == 1 and ephemeral[0].object.startswith("consumer WORK/")
+    assert about(found, "consumer-many-filters", "consumer WORK/picky")[0].observed == {"filter_subjects": 301}
+    assert not about(found, "consumer-many-filters", "consumer WORK/careful")
+    tuned = about(found, "undocumented-defaults", "stream TUNED")
+    assert tuned and tuned[0].observed["changed"] == {"discard": "new", "max_msgs_per_subject": 5}
+    assert not about(found, "undocumented-defaults", "stream TUNED_OK")
+    assert about(found, "duplicate-window", "stream DEDUP")
+    assert not about(found, "duplicate-window", "stream DEDUP_OK")
+    # Each finding says why and what to do.
+    assert all(f.why and f.do and f.severity in ("critical", "warning", "info") for f in found)
+
+
+async def test_consumer_state_rules(lax: EmbeddedServer) -> None:
+    nc = await connect(lax)
+    try:
+        await add_stream(nc, "LAGGY", description="lag tests")
+        js = nc.jetstream()
+        for i in range(20):
+            await js.publish("laggy.x", str(i).encode())
+        await add_consumer(nc, "LAGGY", "behind", max_ack_pending=10, description="tuned for the test")
+        await add_consumer(nc, "LAGGY", "calm", description="tuned for the test")
+        sub = await js.pull_subscribe("laggy.x", durable="behind", stream="LAGGY")
+        await sub.fetch(10, timeout=5)  # ten delivered, none acknowledged
+        calm = await js.pull_subscribe("laggy.x", durable="calm", stream="LAGGY")
+        for m in await calm.fetch(20, timeout=5):
+            await m.ack_sync()
+        await add_consumer(nc, "LAGGY", "napping", description="paused in the test")
+        until = datetime(2099, 1, 1, tzinfo=UTC).isoformat().replace("+00:00", "Z")
+        await js_request(nc, "CONSUMER.PAUSE.LAGGY.napping", {"pause_until": until})
+        await add_stream(nc, "CHURN", description="churn")
+        for i in range(6):
+            await add_consumer(nc, "CHURN", f"c{i}", description="x")
+        await add_stream(nc, "STEADY", description="steady")
+        await add_consumer(nc, "STEADY", "only", description="x")
+    finally:
+        await nc.close()
+    found = await findings(lax, thresholds={"consumer-lag.messages": 5, "consumer-churn.min_created": 6,
+                                            "stream-many-consumers.near_default_limit": 6})
+    assert about(found, "ack-pending-saturated", "consumer LAGGY/behind")[0].observed == {
+        "num_ack_pending": 10, "max_ack_pending": 10}
+    assert not about(found, "ack-pending-saturated", "consumer LAGGY/calm")
+    assert about(found, "consumer-lag", "consumer LAGGY/behind")[0].observed == {"num_pending": 10}
+    assert not about(found, "consumer-lag", "consumer LAGGY/calm")
+    paused = about(found, "consumer-paused", "consumer LAGGY/napping")
+    assert paused and paused[0].severity == "warning"
+    assert not about(found, "consumer-paused", "consumer LAGGY/calm")
+    assert about(found, "consumer-churn", "stream CHURN")[0].observed["created_recently"] == 6
+    assert not about(found, "consumer-churn", "stream STEADY")
+    assert about(found, "stream-many-consumers", "stream CHURN")[0].observed == {"consumers": 6}
+    assert not about(found, "stream-many-consumers", "stream STEADY")
+
+
+async def test_kv_and_message_rules(lax: EmbeddedServer) -> None:
+    nc = await connect(lax)
+    try:
+        js = nc.jetstream()
+        kv = await js.create_key_value(bucket="unguarded")
+        await kv.put("k", b"v")
+        await js.create_key_value(bucket="guarded", max_bytes=1024 * 1024)
+        await js.create_key_value(bucket="huge", max_bytes=10 * 1024 * 1024, max_value_size=2 * 1024 * 1024)
+        await add_stream(nc, "IDS4", description="ids", max_bytes=10**9)
+        await add_stream(nc, "IDS7", description="ids", max_bytes=10**9)
+        for _ in range(10):
+            await js.publish("ids4.x", b"{}", headers={"Nats-Msg-Id": str(uuid.uuid4())})
+            await js.publish("ids7.x", b"{}", headers={"Nats-Msg-Id": uuid7()})
+        await add_stream(nc, "RAW", description="no limits")
+        await add_stream(nc, "RAW_OK", description="limited", max_bytes=10**9, compression="s2")
+        for _ in range(5):
+            await js.publish("raw.x", b"x" * 100)
+            await js.publish("raw_ok.x", b"x" * 100)
+    finally:
+        await nc.close()
+    found = await findings(lax, thresholds={"stream-unbounded.warn_bytes": 100, "no-compression.min_bytes": 100})
+    assert about(found, "kv-no-size-guard", "bucket unguarded")
+    assert not about(found, "kv-no-size-guard", "bucket guarded")
+    assert about(found, "kv-large-values", "bucket huge")[0].observed["max_value_size"] == 2 * 1024 * 1024
+    assert not about(found, "kv-large-values", "bucket guarded")
+    assert about(found, "kv-only-copy", "bucket unguarded")
+    v4 = about(found, "msg-id-uuid4", "stream IDS4")
+    assert v4 and v4[0].observed["uuid_v4"] == 10
+    assert not about(found, "msg-id-uuid4", "stream IDS7")
+    assert about(found, "stream-unbounded", "stream RAW")[0].severity == "warning"
+    assert not about(found, "stream-unbounded", "stream RAW_OK")
+    assert about(found, "no-compression", "stream RAW")
+    assert not about(found, "no-compression", "stream RAW_OK")
+
+
+async def test_sync_interval_rule(lax: EmbeddedServer, strict: EmbeddedServer) -> None:
+    for server in (lax, strict):
+        nc = await connect(server)
+        try:
+            await add_stream(nc, "LEDGER", description="money", metadata={"critical": "true"}, num_replicas=1)
+            await add_stream(nc, "SCRATCH", description="r1 file stream")
+        finally:
+            await nc.close()
+    found = await findings(lax)
+    ledger = about(found, "sync-interval", "stream LEDGER")
+    assert ledger and ledger[0].severity == "critical"
+    assert ledger[0].observed["sync_interval_ns"] == 120 * NS
+    assert about(found, "sync-interval", "stream SCRATCH")[0].severity == "warning"
+    assert not [f for f in await findings(strict) if f.rule == "sync-interval"]
+
+
+async def test_without_system_account_the_audit_says_what_it_skipped(lax: EmbeddedServer) -> None:
+    from natsop.settings import Settings, Target
+
+    app = Target(name="default", servers=(lax.url,), source="test", user=lax.app.user, password=lax.app.password)
+    async with Toolkit(Settings(default=app)) as tk:
+        result: Any = await tk.call("audit")
+    assert any("not checked" in n for n in result.notes)
+    assert not [f for f in result.findings if f.rule in ("sync-interval", "server-version")]
+
+
+def test_server_version_rule() -> None:
+    # The running server is current; old versions cannot be started here, so the rule is fed their VARZ.
+    observed = Observed(now=datetime.now(UTC), servers=[
+        {"server_name": "old", "version": "2.10.22"}, {"server_name": "mid", "version": "2.12.2"},
+        {"server_name": "new", "version": "2.12.3"}, {"server_name": "newer", "version": "2.14.1"}])
+    found = {f.object: f.severity for f in run_rules(observed) if f.rule == "server-version"}
+    assert found == {"server old": "critical", "server mid": "warning"}
+
+
+async def test_replica_rules_on_a_cluster(cluster: EmbeddedCluster) -> None:
+    nc = await connect(cluster)
+    try:
+        await add_stream(nc, "SOLO", num_replicas=1, description="r")
+        await add_stream(nc, "PAIR", num_replicas=2, description="r")
+        await add_stream(nc, "TRIO", num_replicas=3, description="r")
+    finally:
+        await nc.close()
+    found = await findings(cluster)
+    assert about(found, "r1-on-cluster", "stream SOLO")
+    assert not about(found, "r1-on-cluster", "stream TRIO")
+    assert about(found, "even-replicas", "stream PAIR")[0].observed == {"replicas": 2}
+    assert not about(found, "even-replicas", "stream TRIO")
+
+
+async def test_audit_is_read_only(lax: EmbeddedServer) -> None:
+    async def snapshot() -> Any:
+        nc = await connect(lax)
+        try:
+            streams = (await js_request(nc, "STREAM.LIST", {}))["streams"]
+            out = {}
+            for s in streams:
+                name = s["config"]["name"]
+                cons = (await js_request(nc, f"CONSUMER.LIST.{name}", {}))["consumers"]
+                out[name] = (s["config"], s["state"]["messages"], s["state"]["last_seq"],
+                             sorted((c["name"], c["delivered"]["stream_seq"], c["ack_floor"]["stream_seq"],
+                                     c["num_ack_pending"]) for c in cons))
+            return out
+        finally:
+            await nc.close()
+
+    before = await snapshot()
+    assert before  # the other tests left plenty to look at
+    await findings(lax)
+    assert await snapshot() == before
+
+
+async def test_audit_faces(lax: EmbeddedServer, tmp_path: Any) -> None:
+    env = env_for(lax, tmp_path)
+    async with mcp_client(env) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert tools["audit"].annotations is not None and tools["audit"].annotations.read_only_hint
+        result = await client.call_tool("audit", {"fail_on": "critical"})
+        assert not result.is_error and result.structured_content is not None
+        summary = result.structured_content["summary"]
+        assert summary["warning"] >= 1 and result.structured_content["requests"] > 0
+        rules = await client.call_tool("audit_rules", {})
+        assert rules.structured_content is not None and len(rules.structured_content["rules"]) >= 20
+        skipped = await client.call_tool("audit", {"skip": ["no-such-rule"]})
+        assert skipped.is_error
+
+
+def test_audit_cli_fail_on(lax: EmbeddedServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from natsop.cli import build_cli
+
+    for k, v in env_for(lax, tmp_path).items():
+        monkeypatch.setenv(k, v)
+    runner = CliRunner()
+    table = runner.invoke(build_cli(read_only=False), ["audit"])
+    assert table.exit_code == 0 and "stream-per-entity" in table.output
+    failing = runner.invoke(build_cli(read_only=False), ["audit", "--fail-on", "warning"])
+    assert failing.exit_code == 2
+    rules = runner.invoke(build_cli(read_only=False), ["audit-rules"])
+    assert rules.exit_code == 0 and "sync-interval" in rules.output
