@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
-from natsop import Toolkit
+from natsop import EmbeddedCluster, Toolkit
 from natsop.errors import Conflict, NotFound, UserError
+from natsop.ops.stream_report import replica_health
 from tests.conftest import CliFn, cli_json, mcp_client
 
 
@@ -254,3 +257,61 @@ def test_cli_stream_lifecycle(cli: CliFn, uniq: str) -> None:
     assert removed.exit_code == 0 and cli_json(removed)["done"] is True
     gone = cli("--json", "stream", "state", uniq)
     assert gone.exit_code == 1 and cli_json(gone)["error"]["code"] == "stream_not_found"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmbeddedCluster]:
+    c = EmbeddedCluster(3)
+    c.start_sync()
+    try:
+        yield c
+    finally:
+        c.stop_sync()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def cluster_tk(cluster: EmbeddedCluster) -> AsyncIterator[Toolkit]:
+    async with Toolkit.for_server(cluster) as toolkit:
+        yield toolkit
+
+
+async def test_report_and_find_on_a_cluster(cluster_tk: Toolkit, uniq: str) -> None:
+    r3, r1 = f"{uniq}_r3", f"{uniq}_r1"
+    await cluster_tk.call("stream_add", stream=r3, subjects=[f"{uniq}.r3"], replicas=3)
+    await cluster_tk.call("stream_add", stream=r1, subjects=[f"{uniq}.r1"], replicas=1)
+    await cluster_tk.call("publish", subject=f"{uniq}.r3", payload="x", count=3)
+    report: Any = await cluster_tk.call("stream_report", subject=f"{uniq}.>", sort="name")
+    rows = {r.name: r for r in report.streams}
+    row = rows[r3]
+    assert (row.replicas, row.messages, row.cluster, row.healthy) == (3, 3, "natsop", True)
+    assert row.leader in {"n1", "n2", "n3"}
+    followers = {"n1", "n2", "n3"} - {row.leader}
+    assert sorted(row.replica_status) == sorted(f"{n}: current" for n in followers)
+    assert rows[r1].healthy and rows[r1].replica_status == [] and report.unhealthy == 0
+
+    async def names(**criteria: Any) -> list[str]:
+        res: Any = await cluster_tk.call("stream_find", **{"name_contains": uniq, **criteria})
+        return [s.name for s in res.streams]
+
+    assert await names(leader=row.leader) == ([r1, r3] if rows[r1].leader == row.leader else [r3])
+    assert await names(max_replicas=1) == [r1]
+    assert await names(cluster="^natsop$") == [r1, r3]
+    assert await names(cluster="^elsewhere$") == []
+    on_followers = sorted([r3] + ([r1] if rows[r1].leader in followers else []))
+    assert await names(server_name=f"^({'|'.join(sorted(followers))})$") == on_followers
+
+
+def test_replica_health_names_each_problem() -> None:
+    def info(replicas: int, cluster: dict[str, Any] | None) -> dict[str, Any]:
+        return {"config": {"num_replicas": replicas}, **({"cluster": cluster} if cluster is not None else {})}
+
+    assert replica_health(info(1, None)) == (True, [])
+    assert replica_health(info(1, {"leader": "n1"})) == (True, [])
+    ok = {"leader": "n1", "replicas": [{"name": "n2", "current": True}, {"name": "n3", "current": True}]}
+    assert replica_health(info(3, ok)) == (True, ["n2: current", "n3: current"])
+    behind = {"leader": "n1", "replicas": [{"name": "n2", "current": False, "lag": 12, "active": 2_500_000_000},
+                                           {"name": "n3", "current": True, "offline": True}]}
+    assert replica_health(info(3, behind)) == (False, ["n2: not current (12 ops behind, seen 2.5s ago)",
+                                                       "n3: offline"])
+    leaderless = {"name": "c", "replicas": [{"name": "n2", "current": True}]}
+    assert replica_health(info(3, leaderless)) == (False, ["no leader", "n2: current", "1 of 2 followers missing"])

@@ -63,8 +63,12 @@ def replica_health(info: dict[str, Any]) -> tuple[bool, list[str]]:
             lines.append(f"{name}: offline")
         elif not peer.get("current"):
             healthy = False
-            lag = peer.get("lag")
-            lines.append(f"{name}: lagging {lag} ops" if lag else f"{name}: not current")
+            details = []
+            if peer.get("lag"):
+                details.append(f"{peer['lag']} ops behind")
+            if peer.get("active"):
+                details.append(f"seen {int(peer['active']) / 1e9:.1f}s ago")
+            lines.append(f"{name}: not current" + (f" ({', '.join(details)})" if details else ""))
         else:
             lines.append(f"{name}: current")
     missing = want - 1 - len(peers)
