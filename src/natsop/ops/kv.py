@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError
@@ -48,7 +48,7 @@ from natsop.ops._kv import (
 )
 from natsop.ops.stream import ClusterInfo
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import BucketName, KvKey, KvKeyFilter, SubjectFilter
+from natsop.validate import BucketName, KvKey, SubjectFilter, check_bucket, check_kv_key
 
 __all__ = ["KvEntry", "KvInfoResult"]
 
@@ -58,6 +58,27 @@ MAX_VALUE_CHARS = 8 * 1024 * 1024
 _PULL_BATCH = 256
 
 ValueEncoding = Literal["utf-8", "base64"]
+
+
+def _key_filter(key_filter: str | None) -> str | None:
+    if key_filter is None:
+        return None
+    check_kv_key(key_filter, wildcards=True)
+    # `user*` is not a pattern to NATS but a literal token that matches nothing: say so.
+    for token in key_filter.split("."):
+        if token not in ("*", ">") and ("*" in token or ">" in token):
+            raise UserError(f"key filter {key_filter!r}: wildcards must be whole tokens", code="invalid_key",
+                            hint="Filters use NATS wildcards between dots, not substrings: 'user.*' or 'user.>'.")
+    return key_filter
+
+
+def _bucket_name(name: str | None) -> str | None:
+    return None if name is None else check_bucket(name)
+
+
+# Optional names written as `Annotated[str | None, ...]` so that the CLI sees a plain optional string.
+OptionalBucketName = Annotated[str | None, AfterValidator(_bucket_name), Field(max_length=255)]
+KeyFilter = Annotated[str | None, AfterValidator(_key_filter), Field(max_length=4096)]
 
 
 # ----------------------------------------------------------------------------- models
@@ -195,7 +216,7 @@ class KvAddParams(BucketParams):
     compression: bool = Field(default=True, description="s2 compression on disk")
     description: str | None = Field(default=None, max_length=4096, description="What the bucket holds and why")
     republish: KvRepublish | None = None
-    mirror: BucketName | None = Field(default=None, description="Make this a read-only mirror of that bucket")
+    mirror: OptionalBucketName = Field(default=None, description="Make this a read-only mirror of that bucket")
     sources: list[BucketName] | None = Field(default=None, max_length=256,
                                              description="Buckets whose keys are copied into this one")
     limit_marker_ttl_s: float | None = Field(
@@ -322,8 +343,8 @@ class KvBucketSummary(BaseModel):
 
 
 class KvLsParams(PageParams):
-    bucket: BucketName | None = Field(default=None, description="List this bucket's keys; omit to list buckets")
-    filter: KvKeyFilter | None = Field(default=None,
+    bucket: OptionalBucketName = Field(default=None, description="List this bucket's keys; omit to list buckets")
+    filter: KeyFilter = Field(default=None,
                                        description="Only keys matching this NATS wildcard filter, e.g. 'user.*' or 'a.>'")
 
 
@@ -721,7 +742,7 @@ async def kv_purge(ctx: Context, params: KvPurgeParams) -> KvPurgeResult:
 
 
 class KvWatchParams(BucketParams):
-    filter: KvKeyFilter | None = Field(default=None, description="Keys to watch, NATS wildcards allowed; default all")
+    filter: KeyFilter = Field(default=None, description="Keys to watch, NATS wildcards allowed; default all")
     timeout_s: float = Field(default=5, gt=0, le=300, description="Stop after this many seconds (max 300)")
     max_entries: int = Field(default=100, ge=1, le=10_000, description="Stop after this many entries (max 10000)")
     initial_values: bool = Field(default=False,
