@@ -128,7 +128,8 @@ class StreamViewResult(Result):
     first_seq: int = Field(description="The stream's first sequence")
     last_seq: int = Field(description="The stream's last sequence")
     method: Literal["direct_get", "msg_get"] = Field(
-        description="direct_get: one batched request; msg_get: one request per message (allow_direct is off)")
+        description="direct_get: one batched request; msg_get: one request per message (allow_direct is off, "
+                    "or the server predates batched Direct Get)")
 
 
 def _start_time(params: StreamViewParams) -> datetime | None:
@@ -170,13 +171,16 @@ async def stream_view(ctx: Context, params: StreamViewParams) -> StreamViewResul
     start_time = since.isoformat().replace("+00:00", "Z") if since is not None else None
     js = await ctx.js(params.account_name)
     seq = params.start_seq or max(1, state.first_seq)
-    pending: int | None
+    pending: int | None = None
+    batch = None
     if direct:
-        messages, pending = await _view_direct(js, params, seq, start_time)
+        batch = await _view_direct(js, params, seq, start_time)
+    if batch is not None:
+        messages, pending = batch
         truncated = bool(pending)
     else:
+        method = "msg_get"
         messages, truncated = await _view_msg_get(js, params, seq, start_time, state.last_seq)
-        pending = None
     if messages:
         next_seq = messages[-1].seq + 1
     elif params.start_seq is not None:
@@ -189,8 +193,11 @@ async def stream_view(ctx: Context, params: StreamViewParams) -> StreamViewResul
 
 
 async def _view_direct(js: JsApi, params: StreamViewParams, seq: int,
-                       start_time: str | None) -> tuple[list[Message], int]:
-    """One batched Direct Get: the replies are the messages, then an end-of-batch status."""
+                       start_time: str | None) -> tuple[list[Message], int] | None:
+    """One batched Direct Get: the replies are the messages, then an end-of-batch status.
+
+    None when the server does not do batches (before 2.11 it answers with one plain message).
+    """
     body: dict[str, Any] = {"batch": params.limit, "max_bytes": PAGE_BUDGET_BYTES}
     if start_time is not None:
         body["start_time"] = start_time
@@ -222,6 +229,8 @@ async def _view_direct(js: JsApi, params: StreamViewParams, seq: int,
             headers = msg.headers or {}
             status = headers.get("Status")
             if status is None:
+                if "Nats-Num-Pending" not in headers:
+                    return None
                 messages.append(_direct_message(msg, params.max_payload_bytes))
                 pending = int(headers.get("Nats-Num-Pending") or 0)
             elif status in ("204", "404"):  # end of batch / nothing at or after the start
