@@ -101,6 +101,11 @@ async def test_add_ttl_limits_and_size_guard(toolkit: Toolkit, uniq: str) -> Non
 
     unlimited = await toolkit.call("kv_add", bucket=f"{uniq}_u", max_bytes=-1)
     assert isinstance(unlimited, KvAddResult) and unlimited.notes == []
+    zero = await _error(toolkit.call("kv_add", bucket=f"{uniq}_z", max_bytes=0))
+    assert isinstance(zero, UserError)
+    for bad in ({"history": 0}, {"history": 65}, {"replicas": 6}, {"ttl_s": -1}):
+        err = await _error(toolkit.call("kv_add", bucket=f"{uniq}_z", **bad))
+        assert err.code == "invalid_arguments", bad
 
 
 async def test_info_and_missing_bucket(toolkit: Toolkit, uniq: str) -> None:
@@ -292,6 +297,22 @@ async def test_history_pages_by_revision(toolkit: Toolkit, uniq: str) -> None:
     assert seen == [(r, f"v{i}", 4 - i) for i, r in enumerate(revisions)]
     missing = await _error(toolkit.call("kv_history", bucket=uniq, key="never"))
     assert missing.code == "key_not_found"
+
+
+async def test_history_page_of_large_values_is_bounded_in_bytes(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("kv_add", bucket=uniq, history=12)
+    for i in range(12):
+        await _put(toolkit, uniq, "big", chr(ord("a") + i) * 1_000_000)
+    first = await toolkit.call("kv_history", bucket=uniq, key="big", max_payload_bytes=8)
+    assert isinstance(first, KvHistoryResult)
+    # The server stops a page at about 8 MB of values; the cursor carries on from there.
+    assert first.truncated and 1 <= len(first.entries) < 12 and first.next_revision is not None
+    assert all(e.value is not None and e.value.size == 1_000_000 and e.value.truncated for e in first.entries)
+    rest = await toolkit.call("kv_history", bucket=uniq, key="big", from_revision=first.next_revision)
+    assert isinstance(rest, KvHistoryResult) and not rest.truncated
+    assert len(first.entries) + len(rest.entries) == 12
+    assert rest.entries[-1].delta == 0 and rest.entries[-1].value is not None
+    assert rest.entries[-1].value.data == "l" * 1024
 
 
 async def test_ls_buckets_and_keys_with_wildcards(toolkit: Toolkit, uniq: str) -> None:

@@ -56,6 +56,7 @@ MAX_HISTORY = 64
 DUPLICATE_WINDOW_S = 120
 MAX_VALUE_CHARS = 8 * 1024 * 1024
 _PULL_BATCH = 256
+_HISTORY_PAGE_BYTES = 8 * 1024 * 1024
 
 ValueEncoding = Literal["utf-8", "base64"]
 
@@ -293,6 +294,9 @@ async def kv_add(ctx: Context, params: KvAddParams) -> KvAddResult:
 
     Creating a bucket that exists with the same settings succeeds and changes nothing.
     """
+    if params.max_bytes == 0:
+        raise UserError("max_bytes=0 is not a size", code="invalid_argument",
+                        hint="Give a size guard in bytes, or -1 to choose no limit deliberately.")
     if params.mirror and params.sources:
         raise UserError("a bucket is either a mirror or has sources, not both", code="invalid_argument",
                         hint="Give mirror= for a read replica of one bucket, or sources= to combine buckets.")
@@ -547,8 +551,9 @@ async def kv_history(ctx: Context, params: KvHistoryParams) -> KvHistoryResult:
     more: bool
     if b.direct:
         # One batched Direct Get; each reply says how many later entries the key has (its delta).
-        raws = await direct_batch(js, b, {"seq": start, "next_by_subj": subject, "batch": params.limit},
-                                  limit=params.limit)
+        # max_bytes bounds a page of large values; the server still sends at least one entry.
+        body = {"seq": start, "next_by_subj": subject, "batch": params.limit, "max_bytes": _HISTORY_PAGE_BYTES}
+        raws = await direct_batch(js, b, body, limit=params.limit)
         more = bool(raws) and (raws[-1].pending or 0) > 0
         deltas: list[int | None] = [r.pending for r in raws]
     else:
