@@ -77,7 +77,7 @@ def _ack(msg: Msg, context: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-@operation("publish_batch", cli="pub batch", impact=Impact.WRITE)
+@operation("publish_batch", cli="batch pub", impact=Impact.WRITE)
 async def publish_batch(ctx: Context, params: PublishBatchParams) -> PublishBatchResult:
     """Publish several messages to one stream atomically: all are stored, or none (2.12+).
 

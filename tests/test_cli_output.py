@@ -1,0 +1,83 @@
+"""What people and scripts see: plain-text golden output, and --json equal to MCP's structured result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from tests.conftest import CliFn, cli_json, mcp_client
+
+TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+def normalise(text: str, uniq: str) -> str:
+    text = TIME.sub("<time>", text.replace(uniq, "<S>"))
+    text = re.sub(r'"_nats\.(ver|level|req\.level)":"[^"]*"', r'"_nats.\1":"…"', text)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def test_stream_state_golden(cli: CliFn, uniq: str) -> None:
+    assert cli("stream", "add", uniq, "--subjects", f"{uniq}.>").exit_code == 0
+    for i in range(3):
+        assert cli("pub", f"{uniq}.x", f"hello {i}").exit_code == 0
+    out = cli("stream", "state", uniq)
+    assert out.exit_code == 0
+    assert normalise(out.output, uniq) == "\n".join([
+        "name  <S>",
+        "",
+        "State",
+        "messages        3",
+        "bytes           " + out.output.split("bytes", 1)[1].split()[0] + " B",
+        "first seq       1",
+        "first ts        <time>",
+        "last seq        3",
+        "last ts         <time>",
+        "num subjects    1",
+        "consumer count  0",
+    ])
+
+
+def test_destructive_dry_run_golden(cli: CliFn, uniq: str) -> None:
+    assert cli("stream", "add", uniq).exit_code == 0
+    out = cli("stream", "rm", uniq)
+    assert out.exit_code == 1
+    text = normalise(out.output, uniq)
+    assert text.splitlines()[:4] == [
+        "done                   no",
+        "confirmation required  yes",
+        "confirm with           <S>",
+        "action                 delete stream <S> with 0 messages and 0 consumers",
+    ]
+    assert text.endswith("natsop: error [confirmation_required]: not confirmed: delete stream <S> with 0 messages "
+                         "and 0 consumers\nhint: Run it again with --force (-f) to carry it out.")
+
+
+def test_no_color_and_no_ansi_when_piped(cli: CliFn, uniq: str) -> None:
+    assert cli("stream", "add", uniq).exit_code == 0
+    out = cli("stream", "info", uniq, env={"NO_COLOR": "1"})
+    assert "\x1b[" not in out.output
+
+
+async def test_json_equals_the_mcp_structured_result(server_env: dict[str, str], uniq: str, cli: CliFn) -> None:
+    # The CLI runs its own event loop, so here it runs in a worker thread.
+    def run(*argv: str) -> Any:
+        return asyncio.to_thread(cli, *argv)
+
+    assert (await run("stream", "add", uniq, "--subjects", f"{uniq}.>", "--description", "same")).exit_code == 0
+    assert (await run("pub", f"{uniq}.a", "one")).exit_code == 0
+    calls: list[tuple[str, dict[str, Any], list[str]]] = [
+        ("stream_info", {"stream": uniq}, ["stream", "info", uniq]),
+        ("stream_state", {"stream": uniq}, ["stream", "state", uniq]),
+        ("stream_view", {"stream": uniq}, ["stream", "view", uniq]),
+        ("stream_get", {"stream": uniq, "seq": 1}, ["stream", "get", uniq, "1"]),
+        ("audit_rules", {}, ["audit-rules"]),
+    ]
+    async with mcp_client(server_env) as client:
+        for tool, args, argv in calls:
+            via_mcp = await client.call_tool(tool, args)
+            assert not via_mcp.is_error, (tool, via_mcp.content)
+            via_cli = await run("--json", *argv)
+            assert via_cli.exit_code == 0, via_cli.output
+            assert cli_json(via_cli) == json.loads(json.dumps(via_mcp.structured_content)), tool
