@@ -466,6 +466,9 @@ class EmbeddedServer:
     `app_account_config` goes inside the APP account's block (for example its
     `mappings { ... }`, `exports` or `imports`).
     `sync_always` makes JetStream flush every write to disk before acknowledging it.
+    `host` is the address to listen on (the default, 127.0.0.1, admits this machine
+    only); `binary` overrides `find_server_binary()`; `startup_timeout` bounds the wait
+    for the server to report healthy, in seconds.
     """
 
     def __init__(
@@ -945,9 +948,10 @@ class EmbeddedCluster:
 class ServerLease:
     """Access to the one server that runs on a shared data directory.
 
-    The owner (`owner=True`) started the server and holds the data directory's lock until
-    `release()`; other processes get a lease with `server=None` whose `release()` does
-    nothing.
+    `url`, `app` and `system` are what a client needs. The owner (`owner=True`) started
+    the server (`server`) and holds the data directory's lock until `release()`; other
+    processes get a lease with `server=None` whose `release()` does nothing. A lease is
+    also an async context manager that releases on exit.
     """
 
     def __init__(self, *, url: str, monitor_url: str, app: AccountCredentials, system: AccountCredentials,
@@ -966,14 +970,17 @@ class ServerLease:
         return f"<ServerLease url={self.url} owner={self.owner} data_dir={str(self.data_dir)!r}>"
 
     async def release(self) -> None:
-        """Owner: stop the server, forget it in server.json and unlock. Otherwise: nothing."""
+        """Owner: stop the server, mark it stopped in server.json and unlock. Otherwise: nothing."""
         if not self.owner or self._lock_fd is None:
             return
         try:
             if self.server is not None:
+                ports = {"port": self.server._port, "monitor_port": self.server._monitor_port}
                 await self.server.stop()
-            with contextlib.suppress(OSError):
-                (self.data_dir / SHARED_STATE_FILE).unlink()
+                # Only the ports stay, so the next owner can offer the same URL; without a
+                # server_id nobody takes this record for a running server.
+                with contextlib.suppress(OSError):
+                    _write_private(self.data_dir / SHARED_STATE_FILE, json.dumps(ports, indent=2) + "\n")
         finally:
             fd, self._lock_fd = self._lock_fd, None
             if self.server is not None:
@@ -1071,14 +1078,17 @@ async def _join_running(data_dir: Path) -> ServerLease | None:
                        system=creds["system"], owner=False, server=None, data_dir=data_dir)
 
 
-async def acquire_shared(data_dir: str | os.PathLike[str], **server_kwargs: Any) -> ServerLease:
+async def acquire_shared(data_dir: str | os.PathLike[str], *, wait_timeout: float | None = None,
+                         **server_kwargs: Any) -> ServerLease:
     """Use the one server of a per-user data directory, starting it if nobody runs it.
 
     The first process to lock `<data_dir>/server.lock` starts an `EmbeddedServer` on
-    `data_dir` (on the port it used last time when that is free; `server_kwargs` go to
+    `data_dir` (on the ports it used last time when they are free; `server_kwargs` go to
     `EmbeddedServer`), records it in `<data_dir>/server.json` and becomes the owner.
     Other processes find that server, check that it answers, and get its URL and
-    credentials. Raises `ConfigError` when the lock is held but no server answers.
+    credentials from the files there. While another process holds the lock but its
+    server does not answer yet (it may be starting), this waits up to `wait_timeout`
+    seconds (default: the startup timeout plus 5) and then raises `ConfigError`.
     """
     if "store_dir" in server_kwargs:
         raise UserError("acquire_shared uses data_dir as the store; do not pass store_dir",
@@ -1087,7 +1097,8 @@ async def acquire_shared(data_dir: str | os.PathLike[str], **server_kwargs: Any)
     try:
         lock_path = directory / SHARED_LOCK_FILE
         # The owner may be starting: allow for its startup before giving up.
-        wait_s = float(server_kwargs.get("startup_timeout", 10.0)) + 5.0
+        wait_s = (wait_timeout if wait_timeout is not None
+                  else float(server_kwargs.get("startup_timeout", 10.0)) + 5.0)
         deadline = time.monotonic() + wait_s
         while True:
             lock_fd = _try_lock(lock_path)
