@@ -73,7 +73,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 # batches of this many bytes and holds at most _GET_QUEUE of them waiting for the disk.
 PUT_WINDOW_BYTES = 8 * 1024 * 1024
 GET_BATCH_BYTES = 4 * 1024 * 1024
-_GET_QUEUE = 2
+_GET_QUEUE = 1
 _READ_BLOCK_BYTES = 1024 * 1024
 ACK_TIMEOUT_S = 10.0
 REPLY_TIMEOUT_S = 5.0

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from natsop import objstore
 from natsop.context import Context
@@ -34,7 +34,7 @@ from natsop.models import (
 from natsop.ops._common import duration_ns, ns_to_s
 from natsop.ops.stream import ClusterInfo
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import BucketName
+from natsop.validate import BucketName, check_bucket
 
 __all__ = [
     "BucketDetails",
@@ -310,11 +310,18 @@ async def object_info(ctx: Context, params: ObjectInfoParams) -> ObjectInfoResul
 
 
 class ObjectLsParams(Params):
-    bucket: BucketName | None = Field(default=None, description="List this bucket's objects; omit to list buckets")
+    # Plain `str | None` with a validator (not `BucketName | None`) so that the CLI sees a string argument.
+    bucket: str | None = Field(default=None, max_length=255,
+                               description="List this bucket's objects; omit to list buckets")
     limit: int = Field(default=50, ge=1, le=1000, description="At most this many (max 1000)")
     cursor: str | None = Field(default=None, max_length=40,
                                description="Continue a listing: the next_cursor of the previous page")
     show_deleted: bool = Field(default=False, description="Also list deleted objects (their markers)")
+
+    @field_validator("bucket")
+    @classmethod
+    def _valid_bucket(cls, value: str | None) -> str | None:
+        return None if value is None else check_bucket(value)
 
 
 class ObjectLsResult(Result):
@@ -381,10 +388,10 @@ async def object_ls(ctx: Context, params: ObjectLsParams) -> ObjectLsResult:
             more = True
             break
         next_seq = meta.seq + 1
+        more = pending != 0  # unknown (None) counts as "maybe"
         if meta.deleted and not params.show_deleted:
             continue
         objects.append(_summary(meta))
-        more = pending != 0
     return ObjectLsResult(bucket=params.bucket, objects=objects, truncated=more,
                           next_cursor=str(next_seq) if more and next_seq else None)
 
