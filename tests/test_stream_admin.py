@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -280,10 +281,17 @@ async def test_report_and_find_on_a_cluster(cluster_tk: Toolkit, uniq: str) -> N
     await cluster_tk.call("stream_add", stream=r3, subjects=[f"{uniq}.r3"], replicas=3)
     await cluster_tk.call("stream_add", stream=r1, subjects=[f"{uniq}.r1"], replicas=1)
     await cluster_tk.call("publish", subject=f"{uniq}.r3", payload="x", count=3)
-    report: Any = await cluster_tk.call("stream_report", subject=f"{uniq}.>", sort="name")
-    rows = {r.name: r for r in report.streams}
-    row = rows[r3]
-    assert (row.replicas, row.messages, row.cluster, row.healthy) == (3, 3, "natsop", True)
+    # Followers report "current" once they have caught up with the leader: Raft has no event to await.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        report: Any = await cluster_tk.call("stream_report", subject=f"{uniq}.>", sort="name")
+        rows = {r.name: r for r in report.streams}
+        row = rows[r3]
+        if (row.healthy and row.messages == 3) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert (row.replicas, row.messages, row.cluster, row.healthy) == (3, 3, "natsop", True), row
     assert row.leader in {"n1", "n2", "n3"}
     followers = {"n1", "n2", "n3"} - {row.leader}
     assert sorted(row.replica_status) == sorted(f"{n}: current" for n in followers)
