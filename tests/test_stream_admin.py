@@ -25,6 +25,7 @@ async def test_add_uses_safe_defaults_and_is_idempotent(toolkit: Toolkit, uniq: 
     made: Any = await toolkit.call("stream_add", stream=uniq)
     cfg = made.config
     assert (cfg["subjects"], cfg["storage"], cfg["retention"], cfg["num_replicas"]) == ([uniq], "file", "limits", 1)
+    assert cfg["allow_direct"] is True  # as natscli: pages of stream_view are one request
     again: Any = await toolkit.call("stream_add", stream=uniq)
     assert again.name == uniq
     with pytest.raises(Conflict) as clash:
@@ -47,6 +48,10 @@ async def test_add_translates_units_and_options(toolkit: Toolkit, uniq: str) -> 
     assert (cfg["storage"], cfg["max_msgs_per_subject"], cfg["discard"]) == ("memory", 5, "new")
     assert cfg["deny_delete"] is True and cfg["allow_direct"] is True and cfg["description"] == "why"
     assert cfg["metadata"]["owner"] == "tests"
+    other: Any = await toolkit.call("stream_add", stream=f"{uniq}_2", subjects=[f"{uniq}_2.>"], first_seq=100,
+                                    max_consumers=5, allow_direct=False)
+    assert (other.config["first_seq"], other.config["max_consumers"], other.config["allow_direct"]) == (100, 5, False)
+    assert other.state.first_seq == 100
 
 
 async def test_update_changes_only_what_is_given(toolkit: Toolkit, uniq: str) -> None:
@@ -109,6 +114,8 @@ async def test_purge_confirmation_and_variants(toolkit: Toolkit, uniq: str) -> N
     assert (state.state.messages, state.state.first_seq) == (2, 5)
     upto: Any = await toolkit.call("stream_purge", stream=uniq, seq=6, confirm=uniq)
     assert upto.purged == 1
+    with pytest.raises(UserError):
+        await toolkit.call("stream_purge", stream=uniq, seq=7, keep=1)
     everything: Any = await toolkit.call("stream_purge", stream=uniq, confirm=uniq)
     assert everything.purged == 1
     assert (await toolkit.call("stream_state", stream=uniq)).state.messages == 0  # type: ignore[attr-defined]

@@ -204,7 +204,13 @@ class StreamConfigParams(Params):
     deny_delete: bool | None = Field(default=None, description="True for event streams: messages are never deleted")
     deny_purge: bool | None = Field(default=None, description="True for event streams: never purged")
     allow_rollup_hdrs: bool | None = None
-    allow_direct: bool | None = Field(default=None, description="Serve Direct Get from every replica")
+    allow_direct: bool | None = Field(default=None,
+                                      description="Serve Direct Get from every replica (stream_add's default: on)")
+    mirror_direct: bool | None = Field(default=None, description="Mirrors of this stream also answer Direct Get")
+    max_consumers: int | None = Field(default=None, ge=-1, description="-1 = unlimited")
+    discard_new_per_subject: bool | None = Field(
+        default=None, description="With discard=new and max_msgs_per_subject: refuse new messages per subject")
+    first_seq: int | None = Field(default=None, ge=1, description="Sequence of the first message (create only)")
     allow_msg_ttl: bool | None = Field(default=None, description="Allow per-message TTL (Nats-TTL, 2.11+)")
     subject_delete_marker_ttl_s: float | None = Field(default=None, ge=1, description="2.11+; needs rollup")
     allow_atomic: bool | None = Field(default=None, description="Atomic batch publish (2.12+)")
@@ -222,7 +228,8 @@ def config_from_params(p: StreamConfigParams, base: dict[str, Any] | None = None
     cfg["name"] = p.stream
     simple = ("subjects", "description", "retention", "storage", "max_msgs", "max_bytes", "max_msg_size",
               "max_msgs_per_subject", "discard", "compression", "deny_delete", "deny_purge", "allow_rollup_hdrs",
-              "allow_direct", "allow_msg_ttl", "allow_atomic", "allow_msg_counter", "allow_msg_schedules",
+              "allow_direct", "mirror_direct", "max_consumers", "discard_new_per_subject", "first_seq",
+              "allow_msg_ttl", "allow_atomic", "allow_msg_counter", "allow_msg_schedules",
               "metadata", "sealed")
     for key in simple:
         value = getattr(p, key)
@@ -249,7 +256,7 @@ def config_from_params(p: StreamConfigParams, base: dict[str, Any] | None = None
 @operation("stream_add", cli="stream add", aliases=("create", "new"), impact=Impact.WRITE, idempotent=True,
            args=("stream",))
 async def stream_add(ctx: Context, params: StreamConfigParams) -> StreamInfoResult:
-    """Create a stream. Defaults: file storage, limits retention, one replica, subjects = the name.
+    """Create a stream. Defaults: file storage, limits retention, one replica, subjects = the name, Direct Get on.
 
     Creating a stream that already exists with the same settings succeeds and changes nothing.
     """
@@ -258,6 +265,8 @@ async def stream_add(ctx: Context, params: StreamConfigParams) -> StreamInfoResu
     cfg.setdefault("storage", "file")
     cfg.setdefault("retention", "limits")
     cfg.setdefault("num_replicas", 1)
+    # As natscli does: reading a page (stream_view) is then one request, served by any replica.
+    cfg.setdefault("allow_direct", True)
     if cfg.get("sealed"):
         raise UserError("a stream cannot be created sealed", code="invalid_argument",
                         hint="Create it, fill it, then seal it with stream_update sealed=true.")
@@ -324,6 +333,9 @@ class StreamPurgeResult(Confirmable):
 @operation("stream_purge", cli="stream purge", impact=Impact.DESTRUCTIVE, args=("stream",))
 async def stream_purge(ctx: Context, params: StreamPurgeParams) -> StreamPurgeResult:
     """Remove messages from a stream (all, by subject, up to a sequence, or all but the newest N)."""
+    if params.seq is not None and params.keep is not None:
+        raise UserError("give seq or keep, not both", code="invalid_argument",
+                        hint="seq removes everything before a sequence; keep leaves the newest N.")
     info = await fetch_stream_info(ctx, params.stream, params.account_name)
     st = StreamState.model_validate(info.get("state") or {})
     would = st.messages
