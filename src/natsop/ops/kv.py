@@ -428,7 +428,9 @@ async def _list_keys(ctx: Context, params: KvLsParams, bucket: str) -> KvLsResul
 async def kv_ls(ctx: Context, params: KvLsParams) -> KvLsResult:
     """List Key-Value buckets, or the keys of one bucket (optionally matching a wildcard filter), a page at a time.
 
-    Keys are listed from their latest entries' headers only; values are never read.
+    Keys are listed from their latest entries' headers only; values are never read. The
+    cursor counts entries, deleted keys' markers included, and a later page passes over the
+    earlier entries' headers again, so deep pages of huge buckets cost more than the first.
     """
     if params.bucket is None:
         if params.filter is not None:
