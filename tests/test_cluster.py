@@ -45,10 +45,12 @@ async def test_server_list_shows_the_three_nodes_of_the_cluster(tk: Toolkit, clu
     assert only.total == 3
 
 
-async def test_server_list_without_expected_still_hears_every_node(tk: Toolkit) -> None:
+async def test_list_and_ping_without_expected_wait_for_every_node(tk: Toolkit) -> None:
     result: Any = await tk.call("server_list", timeout_s=5.0)
     assert {s.name for s in result.servers} == NODES
     assert result.missing == 0  # the servers' own count of active servers
+    ping: Any = await tk.call("server_ping", timeout_s=5.0)
+    assert ping.count == 3 and ping.missing == 0
 
 
 async def test_server_ping_gets_three_replies(tk: Toolkit) -> None:

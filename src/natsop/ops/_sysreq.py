@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "GatherParams",
     "ServerRef",
     "TimedReply",
+    "active_servers",
     "connected_server",
     "gather_replies",
     "go_duration_s",
@@ -102,9 +104,19 @@ class TimedReply:
     elapsed_s: float
 
 
+def active_servers(reply: dict[str, Any]) -> int:
+    """How many servers a STATSZ reply says the deployment has (0 when it does not say)."""
+    return int((reply.get("statsz") or {}).get("active_servers") or 0)
+
+
 async def timed_gather(nc: NATS, subject: str, body: dict[str, Any] | None, params: GatherParams,
-                       ) -> list[TimedReply]:
-    """Like `gather`, but each reply carries its round-trip time, taken when it is received."""
+                       *, learn_expected: Callable[[dict[str, Any]], int] | None = None) -> list[TimedReply]:
+    """Like `gather`, but each reply carries its round-trip time, taken when it is received.
+
+    Without `params.expected`, `learn_expected` may read the number of servers from the
+    replies themselves (STATSZ carries it): the gathering then waits for that many within
+    the timeout instead of stopping at the first lull.
+    """
     inbox = nc.new_inbox()
     queue: asyncio.Queue[tuple[Msg, float]] = asyncio.Queue()
 
@@ -124,12 +136,15 @@ async def timed_gather(nc: NATS, subject: str, body: dict[str, Any] | None, para
         idle = min(IDLE_S, params.timeout_s)
         sent = time.perf_counter()
         await nc.publish(subject, json.dumps(body or {}).encode(), reply=inbox)
-        while params.expected is None or len(replies) < params.expected:
+        want = params.expected
+        learned = 0
+        while want is None or len(replies) < want:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            lull = replies and want is None
             try:
-                msg, received = await asyncio.wait_for(queue.get(), min(remaining, idle) if replies else remaining)
+                msg, received = await asyncio.wait_for(queue.get(), min(remaining, idle) if lull else remaining)
             except TimeoutError:
                 break
             try:
@@ -138,6 +153,9 @@ async def timed_gather(nc: NATS, subject: str, body: dict[str, Any] | None, para
                 continue
             if isinstance(data, dict):
                 replies.append(TimedReply(data, received - sent))
+                if params.expected is None and learn_expected is not None:
+                    learned = max(learned, learn_expected(data))
+                    want = learned or None
     except Exception as exc:
         raise from_nats(exc, context=subject) from None
     finally:

@@ -21,6 +21,7 @@ from natsop.ops._sysreq import (
     SERVER_ID,
     GatherParams,
     ServerRef,
+    active_servers,
     connected_server,
     gather_replies,
     is_no_system_account,
@@ -307,16 +308,18 @@ def _summary(reply: dict[str, Any]) -> ServerSummary:
 async def server_list(ctx: Context, params: ServerListParams) -> ServerListResult:
     """List every server in the cluster or super-cluster with its load, sorted by name.
 
-    Needs the system account. Pass `expected` (the number of servers) to return as soon
-    as all of them answered and to be told how many are missing.
+    Needs the system account. It waits until every server the deployment counts has
+    answered, or `timeout_s`; pass `expected` (the number of servers) to wait for exactly
+    that many and be told how many are missing.
     """
     nc = await ctx.system()
     body: dict[str, Any] = {"cluster": params.cluster} if params.cluster else {}
-    replies = [r for r in await gather_replies(nc, "$SYS.REQ.SERVER.PING.STATSZ", body, params)
-               if not r.get("error")]
+    # active_servers counts the whole deployment: no help in waiting for one cluster's servers.
+    gathered = await timed_gather(nc, "$SYS.REQ.SERVER.PING.STATSZ", body, params,
+                                  learn_expected=None if params.cluster else active_servers)
+    replies = [r.data for r in gathered if not r.data.get("error")]
     rows = sorted((_summary(r) for r in replies), key=lambda s: s.name)
-    known = max((int((r.get("statsz") or {}).get("active_servers") or 0) for r in replies), default=0)
-    # active_servers counts the whole deployment; with a cluster filter only `expected` says what is missing.
+    known = max((active_servers(r) for r in replies), default=0)
     want = params.expected or (None if params.cluster else known or None)
     page = rows[params.offset: params.offset + params.limit]
     end = params.offset + len(page)
@@ -357,7 +360,7 @@ class ServerPingResult(Result):
     avg_ms: float | None = None
     max_ms: float | None = None
     expected: int | None = None
-    missing: int | None = Field(default=None, description="Expected servers that did not answer")
+    missing: int | None = Field(default=None, description="Servers known to exist (or expected) that did not answer")
 
 
 @operation("server_ping", cli="server ping", scope=Scope.SYSTEM, args=("expected",))
@@ -368,13 +371,14 @@ async def server_ping(ctx: Context, params: ServerPingParams) -> ServerPingResul
     server's reply, so it includes the routes between servers.
     """
     nc = await ctx.system()
-    replies = await timed_gather(nc, "$SYS.REQ.SERVER.PING.STATSZ", {}, params)
+    replies = await timed_gather(nc, "$SYS.REQ.SERVER.PING.STATSZ", {}, params, learn_expected=active_servers)
     rows: list[PingReply] = []
     for r in replies:
         ref: ServerRef = server_ref(r.data)
         rows.append(PingReply(name=ref.name, cluster=ref.cluster, rtt_ms=round(r.elapsed_s * 1000, 3)))
     rows.sort(key=lambda p: p.rtt_ms)
     times = [p.rtt_ms for p in rows]
+    want = params.expected or max((active_servers(r.data) for r in replies), default=0)
     return ServerPingResult(
         replies=rows,
         count=len(rows),
@@ -382,7 +386,7 @@ async def server_ping(ctx: Context, params: ServerPingParams) -> ServerPingResul
         avg_ms=round(statistics.fmean(times), 3) if times else None,
         max_ms=max(times) if times else None,
         expected=params.expected,
-        missing=max(0, params.expected - len(rows)) if params.expected else None,
+        missing=max(0, want - len(rows)) if want else None,
     )
 
 
