@@ -187,8 +187,6 @@ async def test_mcp_publish(server_env: dict[str, str], toolkit: Toolkit, uniq: s
     assert state.state.messages == 1
 
 
-@pytest.mark.xfail(strict=True, reason="`publish_batch` registers the CLI group `pub batch`, which replaces the "
-                                       "command `pub`; remove this mark once one of them moves")
 def test_cli_publish(cli: CliFn, uniq: str) -> None:
     assert cli("stream", "add", uniq, "--subjects", f"{uniq}.>").exit_code == 0
     table = cli("pub", f"{uniq}.x", "hello")
