@@ -266,7 +266,7 @@ def _connection_row(conn: dict[str, Any], ref: ServerRef, subs: bool) -> tuple[C
         cluster=ref.cluster,
         ip=(f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}") if ip and port else ip,
         account=conn.get("account") or None,
-        user=conn.get("authorized_user") or None,
+        user=scrub(str(user)) if (user := conn.get("authorized_user")) else None,
         uptime=conn.get("uptime"),
         rtt_ms=round(s * 1000, 3) if (s := go_duration_s(conn.get("rtt"))) is not None else None,
         pending_bytes=int(conn.get("pending_bytes") or 0),
