@@ -149,8 +149,13 @@ async def test_inline_put_get_info_with_headers_and_metadata(toolkit: Toolkit, u
     got = await _call(toolkit, "object_get", bucket=uniq, name="blob")
     assert got.object.chunks == 3 and got.payload.encoding == "base64"
     assert base64.b64decode(got.payload.data) == binary
+    empty = await _call(toolkit, "object_put", bucket=uniq, name="empty", data="")
+    assert empty.object.size == 0 and empty.object.chunks == 0
+    assert empty.object.digest == "SHA-256=" + base64.urlsafe_b64encode(hashlib.sha256(b"").digest()).decode()
+    got = await _call(toolkit, "object_get", bucket=uniq, name="empty")
+    assert got.payload.data == "" and got.size == 0 and got.digest_verified
     bucket = (await _call(toolkit, "object_info", bucket=uniq)).bucket_info
-    assert bucket.objects == 2 and bucket.size > len(binary)
+    assert bucket.objects == 3 and bucket.size > len(binary)
 
 
 async def test_file_round_trip_overwrite_and_path_escapes(toolkit: Toolkit, raw: NATS, uniq: str,
@@ -526,6 +531,8 @@ async def test_large_object_round_trip_keeps_memory_bounded(toolkit: Toolkit, se
         assert grown < 64 * MiB, report
     finally:
         await _call(toolkit, "object_delete_bucket", bucket=uniq, confirm=uniq)
+        for leftover in ("big.bin", "copy.bin"):
+            (tmp_path / leftover).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -594,8 +594,8 @@ class _AckWindow:
 
 async def put_object(nc: NATS, js: JsApi, bucket: str, meta: dict[str, Any], source: BinaryIO, *,
                      chunk_size: int = DEFAULT_CHUNK_SIZE, total: int | None = None,
-                     progress: Progress | None = None) -> StoredMeta:
-    """Store `source` as the object `meta["name"]`; returns the stored metadata record.
+                     progress: Progress | None = None) -> tuple[StoredMeta, StoredMeta | None]:
+    """Store `source` as the object `meta["name"]`; returns the stored record and the one it replaced.
 
     Chunks are read and hashed in a worker thread one block ahead of the network, and
     published with at most PUT_WINDOW_BYTES awaiting acknowledgement. The metadata
@@ -687,7 +687,7 @@ async def put_object(nc: NATS, js: JsApi, bucket: str, meta: dict[str, Any], sou
             await purge_subject(js, bucket, chunk_subject(bucket, previous.nuid))
     if progress is not None:
         await progress(size, total if total is not None else size)
-    return await read_meta_at(js, bucket, seq)
+    return await read_meta_at(js, bucket, seq), previous
 
 
 async def _cleanup(js: JsApi, bucket: str, subject: str, chunks: int) -> None:

@@ -215,8 +215,7 @@ async def _live_meta(ctx: Context, bucket: str, name: str, account_name: str | N
                      show_deleted: bool = False) -> objstore.StoredMeta:
     js = await ctx.js(account_name)
     meta = await objstore.read_meta(js, bucket, name)
-    if meta is None:
-        await objstore.fetch_bucket(js, bucket)  # says so when the bucket itself is missing
+    if meta is None:  # (a missing bucket was reported by read_meta already)
         raise NotFound(f"no object {name!r} in bucket {bucket}", code="object_not_found",
                        hint=f"List the bucket's objects with object_ls bucket={bucket!r}.")
     if meta.deleted and not show_deleted:
@@ -530,9 +529,8 @@ async def object_put(ctx: Context, params: ObjectPutParams) -> ObjectPutResult:
 
     started = time.monotonic()
     try:
-        previous = await objstore.read_meta(js, params.bucket, name)
-        stored = await objstore.put_object(nc, js, params.bucket, meta, source, chunk_size=params.chunk_size,
-                                           total=total, progress=progress)
+        stored, previous = await objstore.put_object(nc, js, params.bucket, meta, source,
+                                                     chunk_size=params.chunk_size, total=total, progress=progress)
     finally:
         source.close()
     return ObjectPutResult(object=_details(stored, params.bucket),
@@ -701,7 +699,6 @@ async def object_link(ctx: Context, params: ObjectLinkParams) -> ObjectLinkResul
     if existing is not None and not existing.deleted and existing.link is None:
         raise Conflict(f"an object named {params.name!r} exists in bucket {params.bucket}", code="object_exists",
                        hint="Choose another name for the link, or delete the object first.")
-    await objstore.fetch_bucket(js, params.bucket)
     link: dict[str, Any] = {"bucket": params.target_bucket}
     if params.target_name is not None:
         link["name"] = params.target_name
@@ -730,7 +727,6 @@ async def object_watch(ctx: Context, params: ObjectWatchParams) -> ObjectWatchRe
     """Watch a bucket for objects being put, replaced or deleted, for a time or a number of changes."""
     nc = await ctx.nc(params.account_name)
     js = await ctx.js(params.account_name)
-    await objstore.fetch_bucket(js, params.bucket)
     changes: list[ObjectChange] = []
     started = time.monotonic()
     deadline = started + params.timeout_s
