@@ -99,11 +99,15 @@ def _is_table(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, BaseModel) for v in value)
 
 
+def _is_payload(value: Any) -> bool:
+    return isinstance(value, BaseModel) and {"encoding", "data", "size"} <= set(type(value).model_fields)
+
+
 def _columns(rows: list[BaseModel]) -> list[str]:
     cols: list[str] = []
     for row in rows:
         for name, v in row:
-            if name not in cols and not isinstance(v, dict | BaseModel) and not _is_table(v):
+            if name not in cols and (_is_payload(v) or (not isinstance(v, dict | BaseModel) and not _is_table(v))):
                 cols.append(name)
     # Columns that are empty in every row say nothing.
     return [c for c in cols if any(getattr(r, c, None) not in (None, [], "") for r in rows)]
@@ -126,7 +130,7 @@ def renderable(model: BaseModel) -> RenderableType:
     kv.add_column()
     sections: list[tuple[str, BaseModel | list[BaseModel] | dict[str, Any]]] = []
     for name, value in model:
-        if name == "payload" and isinstance(value, BaseModel):
+        if isinstance(value, BaseModel) and _is_payload(value):
             kv.add_row(_label(name), _payload_text(value))
         elif _is_table(value) or isinstance(value, BaseModel) or (isinstance(value, dict) and value):
             sections.append((name, value))
@@ -159,7 +163,7 @@ def renderable(model: BaseModel) -> RenderableType:
                 cells = []
                 for c in cols:
                     v = getattr(r, c, None)
-                    cells.append(_payload_text(v) if c == "payload" and isinstance(v, BaseModel) else _fmt(c, v))
+                    cells.append(_payload_text(v) if isinstance(v, BaseModel) and _is_payload(v) else _fmt(c, v))
                 table.add_row(*cells)
             items.append(table)
     return Group(*items)

@@ -103,6 +103,9 @@ def check_kv_key(key: str, *, wildcards: bool = False) -> str:
                         hint="Keys may not start or end with '.', nor contain '..'.")
     if wildcards:
         check_subject(key, wildcards=True)
+        if any(("*" in tok or ">" in tok) and tok not in ("*", ">") for tok in key.split(".")):
+            raise UserError(f"key filter {key!r} puts a wildcard inside a token", code="invalid_key",
+                            hint="Wildcards are whole tokens: 'user.*' or 'user.>', not 'user*'.")
     elif key.startswith("_kv"):
         raise UserError(f"key {key!r} is reserved", code="invalid_key", hint="Keys starting with '_kv' are reserved.")
     return key
