@@ -11,9 +11,8 @@ from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, UserError, from_nats
 from natsop.jsapi import JsApi, decode_response
 from natsop.models import decode_input
-from natsop.ops._optional import OptionalPublishSubject, OptionalStreamName
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import PublishSubject
+from natsop.validate import PublishSubject, StreamName
 
 __all__ = ["PublishParams", "PublishResult", "capturing_streams"]
 
@@ -38,7 +37,7 @@ class PublishParams(Params):
     payload_encoding: Literal["utf-8", "base64"] = Field(default="utf-8", description="How `payload` is written")
     headers: dict[str, list[str]] | None = Field(default=None, max_length=256,
                                                  description="Headers, name -> list of values")
-    reply: OptionalPublishSubject = Field(default=None,
+    reply: PublishSubject | None = Field(default=None,
                                          description="Reply subject (core NATS; no acknowledgement is awaited)")
     msg_id: str | None = Field(default=None, min_length=1, max_length=1024,
                                description="Nats-Msg-Id: the stream drops repeats within its duplicate window")
@@ -47,7 +46,7 @@ class PublishParams(Params):
     expected_last_subject_seq: int | None = Field(
         default=None, ge=0, le=2**63,
         description="Store only if the last sequence on this subject is this (0 = no message on it yet)")
-    expected_stream: OptionalStreamName = Field(default=None, description="Store only if this stream captures it")
+    expected_stream: StreamName | None = Field(default=None, description="Store only if this stream captures it")
     expected_last_msg_id: str | None = Field(default=None, min_length=1, max_length=1024,
                                              description="Store only if the stream's last Nats-Msg-Id is this")
     ttl: str | None = Field(default=None, max_length=32,

@@ -14,7 +14,6 @@ from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, UserError
 from natsop.models import Confirmable, ConfirmParams, check_confirmation
 from natsop.ops._common import PageParams, duration_ns
-from natsop.ops._optional import OptionalSubjectFilter
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import StreamName, SubjectFilter
 
@@ -81,7 +80,7 @@ class StreamSummary(BaseModel):
 
 
 class StreamListParams(PageParams):
-    subject: OptionalSubjectFilter = Field(default=None, description="Only streams that capture this subject")
+    subject: SubjectFilter | None = Field(default=None, description="Only streams that capture this subject")
 
 
 class StreamListResult(Result):
@@ -319,7 +318,7 @@ async def stream_delete(ctx: Context, params: StreamDeleteParams) -> StreamDelet
 
 class StreamPurgeParams(ConfirmParams):
     stream: StreamName
-    subject: OptionalSubjectFilter = Field(default=None, description="Only messages on this subject")
+    subject: SubjectFilter | None = Field(default=None, description="Only messages on this subject")
     seq: int | None = Field(default=None, ge=1, description="Purge up to, but not including, this sequence")
     keep: int | None = Field(default=None, ge=0, description="Keep this many newest messages")
 

@@ -30,7 +30,6 @@ from natsop.models import (
     payload_of,
 )
 from natsop.ops._common import PageParams, parse_time
-from natsop.ops._optional import OptionalSubjectFilter
 from natsop.ops.stream import StreamState, fetch_stream_info
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import StreamName, SubjectFilter
@@ -109,7 +108,7 @@ class StreamViewParams(Params):
                                    description="Start at the first message stored at or after this RFC 3339 time")
     since_s: float | None = Field(default=None, gt=0, le=10 * 365 * 86400,
                                   description="Start at messages stored in the last this many seconds")
-    subject: OptionalSubjectFilter = Field(default=None, description="Only messages on this subject (wildcards allowed)")
+    subject: SubjectFilter | None = Field(default=None, description="Only messages on this subject (wildcards allowed)")
     limit: int = Field(default=DEFAULT_VIEW_PAGE, ge=1, le=MAX_VIEW_PAGE,
                        description=f"At most this many messages (max {MAX_VIEW_PAGE})")
     max_payload_bytes: int = Field(default=DEFAULT_VIEW_PAYLOAD_BYTES, ge=0, le=MAX_PAYLOAD_BYTES,
@@ -282,7 +281,7 @@ async def _view_msg_get(js: JsApi, params: StreamViewParams, seq: int, start_tim
 class StreamGetParams(Params):
     stream: StreamName
     seq: int | None = Field(default=None, ge=1, le=2**63, description="Sequence of the message")
-    last_by_subj: OptionalSubjectFilter = Field(default=None,
+    last_by_subj: SubjectFilter | None = Field(default=None,
                                                description="Instead of seq: the last message on this subject")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=0, le=MAX_PAYLOAD_BYTES,
                                    description="Show at most this many bytes of the payload")

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from natsop.context import Context
 from natsop.errors import UserError
 from natsop.ops._common import PageParams, parse_time
-from natsop.ops._optional import OptionalSubjectFilter
 from natsop.ops.stream import StreamSummary, summarize
 from natsop.registry import Result, operation
+from natsop.validate import SubjectFilter
 
 __all__ = ["StreamReportRow", "all_stream_infos", "replica_health"]
 
@@ -88,7 +88,7 @@ def _servers(info: dict[str, Any]) -> list[str]:
 
 
 class StreamFindParams(PageParams):
-    subject: OptionalSubjectFilter = Field(default=None, description="Streams capturing this subject (wildcards ok)")
+    subject: SubjectFilter | None = Field(default=None, description="Streams capturing this subject (wildcards ok)")
     name_contains: str | None = Field(default=None, min_length=1, max_length=255,
                                       description="Streams whose name contains this (any case)")
     empty: bool | None = Field(default=None, description="true: only empty streams; false: only non-empty ones")
@@ -211,7 +211,7 @@ class StreamReportRow(BaseModel):
 
 
 class StreamReportParams(PageParams):
-    subject: OptionalSubjectFilter = Field(default=None, description="Only streams capturing this subject")
+    subject: SubjectFilter | None = Field(default=None, description="Only streams capturing this subject")
     cluster: str | None = Field(default=None, max_length=255, description="Only streams in this cluster")
     sort: Literal["name", "messages", "bytes", "consumers", "storage"] = Field(
         default="bytes", description="Order of the rows, smallest first as in natscli (default bytes)")
