@@ -103,8 +103,9 @@ def _param_for(name: str, field: FieldInfo, positional: bool) -> tuple[click.Par
                 if not v:
                     return None
                 out: dict[str, list[str]] = {}
-                for k, val in _parse_kv(v, ":", name).items():
-                    out.setdefault(k, []).append(val)
+                for item in v:  # one pair at a time, so a repeated name keeps every value
+                    for k, val in _parse_kv((item,), ":", name).items():
+                        out.setdefault(k, []).append(val)
                 return out
         else:
             click_type = str
