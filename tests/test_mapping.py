@@ -53,8 +53,10 @@ CASES: list[tuple[str, str, str]] = [
     ("q1.*", "q1out.{{partition(3)}}", "q1.abc"),
     ("q2.*.*", "q2out.{{partition(7)}}.$2", "q2.a.b"),
     ("q3.>", "q3out.{{partition(11)}}.>", "q3.a.b.c"),
+    # A literal source: the server hashes the subject, or an empty key when this mapping is
+    # the first it checks (the order is the server's own): natsop gives both.
     ("q4", "q4out.{{partition(5)}}", "q4"),
-    ("q5", "q5out.{{partition(5,1)}}", "q5"),
+    ("q5", "q5out.{{partition(1000,1)}}", "q5"),
     # split
     ("s1.*", "s1out.{{split(1,-)}}", "s1.a-b-c"),
     ("s2.*", "s2out.{{split(1,-)}}", "s2.a--b-"),
@@ -172,7 +174,27 @@ async def test_local_result_equals_what_the_server_delivers(
     dumped = result.model_dump()
     [row] = dumped["results"]
     assert row["error"] is None
-    assert delivered.get(index) == [row["mapped"]], (source, destination, subject)
+    expected = [row["mapped"]]
+    if row["server_may_deliver"] is not None:
+        assert "*" not in source and ">" not in source
+        expected = [delivered.get(index, [""])[0]]
+        assert expected[0] in (row["mapped"], row["server_may_deliver"])
+    assert delivered.get(index) == expected, (source, destination, subject)
+
+
+async def test_a_literal_source_partition_hashes_an_empty_key_when_it_is_the_first_mapping(
+    tmp_path: Path, toolkit: Toolkit
+) -> None:
+    source, destination = "only", "only.out.{{partition(1000)}}"
+    async with EmbeddedServer(store_dir=tmp_path, app_account_config=f'mappings {{ "{source}": "{destination}" }}') as srv:
+        got = await _deliveries(srv, [source])
+    result = (await toolkit.call("server_mapping", source=source, destination=destination,
+                                 subjects=[source])).model_dump()
+    [row] = result["results"]
+    assert row["mapped"] == f"only.out.{fnv1a_32(b'only') % 1000}"
+    assert row["server_may_deliver"] == f"only.out.{0x811C9DC5 % 1000}" == "only.out.261"
+    assert got == {"0": [row["server_may_deliver"]]}
+    assert "empty key" in result["note"]
 
 
 async def test_a_mapping_to_an_empty_token_is_not_delivered(mapped_server: EmbeddedServer) -> None:

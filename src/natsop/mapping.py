@@ -22,6 +22,7 @@ it do":
   separator; `partition(n)` hashes the whole subject (tokens joined with '.'); the
   bucket is `hash % n` in decimal and `n == 0` gives "0".
 - Lengths and positions count bytes (UTF-8), as Go does.
+- A literal source with a partition may meet a server quirk: see `empty_key_result`.
 - Errors carry the server's text, such as
   `invalid mapping destination: wildcard index out of range in {{wildcard(3)}}: [3]`.
 """
@@ -380,6 +381,23 @@ class SubjectTransform:
     def uses_random(self) -> bool:
         """True when the result changes from message to message ({{random(n)}})."""
         return any(ph.kind == "random" for ph, _ in self._plan)
+
+    def empty_key_result(self, subject: str) -> str | None:
+        """What a server may deliver instead, for a literal source with a partition.
+
+        nats-server (2.12 to at least 2.15) hands an account mapping the subject's tokens
+        only once it has compared the subject with an earlier wildcard or non-matching
+        mapping of the account. When a literal-source mapping is the first one it checks
+        (for instance the only one), the tokens are missing and the partition hashes an
+        empty key: the bucket is then 2166136261 % n for every message. Which one applies
+        depends on the order the server holds the mappings in. None when this cannot happen.
+        """
+        literal_source = all(t not in ("*", ">") for t in self._source_tokens)
+        if not literal_source or not any(ph.kind == "partition" for ph, _ in self._plan):
+            return None
+        if subject != self.source:
+            return None
+        return self.transform([])
 
     def matches(self, subject: str) -> bool:
         """Whether a literal subject falls under the source."""

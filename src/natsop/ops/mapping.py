@@ -92,6 +92,9 @@ class MappedSubject(BaseModel):
     cluster: str | None = Field(default=None, description="Cluster the destination is scoped to")
     random: bool | None = Field(default=None,
                                 description="True when `mapped` holds a {{random(n)}} value, new for every message")
+    server_may_deliver: str | None = Field(
+        default=None, description="A literal source with a partition: the subject the server delivers instead when "
+                                  "this is the first mapping it checks (see the note)")
     error: str | None = Field(default=None, description="Why the subject is not mapped")
     error_code: str | None = Field(default=None, description="no_match or invalid_subject")
 
@@ -132,7 +135,7 @@ async def server_mapping(ctx: Context, params: ServerMappingParams) -> ServerMap
     infos = [DestinationInfo(destination=d.destination, weight=d.weight, cluster=d.cluster, implicit=implicit)
              for d, _, implicit in entries]
     results: list[MappedSubject] = []
-    uses_random = False
+    uses_random = quirk = False
     for subject in params.subjects:
         try:
             mapped = [tr.match(subject) for _, tr, _ in entries]
@@ -141,7 +144,9 @@ async def server_mapping(ctx: Context, params: ServerMappingParams) -> ServerMap
             continue
         for (d, tr, _), out in zip(entries, mapped, strict=True):
             uses_random = uses_random or tr.uses_random
-            row = MappedSubject(subject=subject, mapped=out, random=True if tr.uses_random else None)
+            row = MappedSubject(subject=subject, mapped=out, random=True if tr.uses_random else None,
+                                server_may_deliver=tr.empty_key_result(subject))
+            quirk = quirk or row.server_may_deliver is not None
             if weighted:
                 row.destination, row.weight, row.cluster = d.destination, d.weight, d.cluster
             results.append(row)
@@ -152,6 +157,11 @@ async def server_mapping(ctx: Context, params: ServerMappingParams) -> ServerMap
     if any(d.cluster for d, _, _ in entries):
         notes.append("Cluster-scoped destinations apply on servers of that cluster; other servers use the "
                      "destinations without a cluster.")
+    if quirk:
+        notes.append("A partition with a literal source: nats-server hashes the subject only when it has first "
+                     "compared it with another of the account's mappings; when this mapping is the first it checks "
+                     "(or the only one) it hashes an empty key and delivers `server_may_deliver`. Either way every "
+                     "message gets the same partition; give the source a wildcard for a stable answer.")
     if uses_random:
         notes.append("{{random(n)}} takes a new value for every message: the value shown is one example.")
     return ServerMappingResult(source=mapping.source, destinations=infos, weighted=weighted, results=results,
