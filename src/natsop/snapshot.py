@@ -23,10 +23,8 @@ earlier servers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import tarfile
 import time
 from collections.abc import Awaitable, Callable
@@ -171,7 +169,6 @@ async def snapshot_to_file(
                 await nc.publish(msg.reply, b"")
             await report(transfer.bytes)
         out.flush()
-        await asyncio.to_thread(os.fsync, out.fileno())
         transfer.duration_s = time.monotonic() - started
         await report(transfer.bytes, final=True)
         return transfer

@@ -239,6 +239,7 @@ async def _backup_stream(ctx: Context, account_name: str | None, stream: str, ta
                 nc, js, stream, out, no_consumers=opts.no_consumers, chunk_size=opts.chunk_size,
                 window_size=opts.window_size, jsck=opts.check, stall_timeout_s=opts.stall_timeout_s,
                 progress=progress)
+            await asyncio.to_thread(os.fsync, out.fileno())
         except NatsopError as err:
             if storage == "memory" and "err_code" in err.details:
                 raise Unsupported(
@@ -431,38 +432,60 @@ class _Restored:
     notes: list[str]
 
 
-async def _restore_stream(ctx: Context, account_name: str | None, backup: _Backup, config: dict[str, Any],
-                          opts: _RestoreOptions, progress: ProgressFn | None) -> _Restored:
+async def _upload(ctx: Context, account_name: str | None, backup: _Backup, config: dict[str, Any],
+                  opts: _RestoreOptions, progress: ProgressFn | None, *, after_delete: bool) -> tuple[
+                      dict[str, Any], RestoreUpload]:
+    """Send the backup; on failure remove whatever the server kept, and say so in the error."""
     js = await ctx.js(account_name)
     nc = await ctx.nc(account_name)
     name = str(config["name"])
-    upload = RestoreUpload()
+    for attempt in range(len(_RESTORE_RETRY_S) + 1):
+        upload = RestoreUpload()
+        source = open_for_restore(backup.data)
+        try:
+            info = await restore_from_file(nc, js, name, {"config": config, "state": backup.state}, source,
+                                           total=backup.data_bytes, final_timeout_s=opts.timeout_s,
+                                           progress=progress, upload=upload)
+            return info, upload
+        except NatsopError as exc:
+            outcome = await _remove_partial(js, name, upload)
+            # nats-server 2.15.1 sometimes fails a restore begun right after deleting a stream of the
+            # same name (the old store is still being torn down); it succeeds moments later.
+            if after_delete and _STORE_RACE in exc.message and attempt < len(_RESTORE_RETRY_S):
+                await asyncio.sleep(_RESTORE_RETRY_S[attempt])
+                continue
+            exc.message = f"{exc.message}; {outcome}"
+            exc.details["partial_stream_removed"] = outcome.endswith("was removed")
+            raise
+        finally:
+            source.close()
+    raise AssertionError("unreachable")
+
+
+_STORE_RACE = "does not match store"
+_RESTORE_RETRY_S = (0.25, 0.5, 1.0)
+
+
+async def _restore_stream(ctx: Context, account_name: str | None, backup: _Backup, config: dict[str, Any],
+                          opts: _RestoreOptions, progress: ProgressFn | None, *,
+                          after_delete: bool = False) -> _Restored:
     started = time.monotonic()
     inspection: asyncio.Future[ArchiveReport] | None = None
     if opts.verify_subjects:
         # Read the archive beside the upload: it yields per-subject counts to check the result against.
         inspection = asyncio.ensure_future(asyncio.to_thread(inspect_archive, backup.data))
     try:
-        source = open_for_restore(backup.data)
-        try:
-            info = await restore_from_file(nc, js, name, {"config": config, "state": backup.state}, source,
-                                           total=backup.data_bytes, final_timeout_s=opts.timeout_s,
-                                           progress=progress, upload=upload)
-        finally:
-            source.close()
-    except BaseException as exc:
+        info, upload = await _upload(ctx, account_name, backup, config, opts, progress, after_delete=after_delete)
+    except BaseException:
         if inspection is not None:
             inspection.cancel()
             with contextlib.suppress(BaseException):
                 await inspection
-        if isinstance(exc, NatsopError):
-            outcome = await _remove_partial(js, name, upload)
-            exc.message = f"{exc.message}; {outcome}"
-            exc.details["partial_stream_removed"] = outcome.endswith("was removed")
         raise
     duration = time.monotonic() - started
     report = await inspection if inspection is not None else None
-    verified, differences, notes = await _verify(js, name, backup.state, report)
+    js = await ctx.js(account_name)
+    verified, differences, notes = await _verify(js, str(config["name"]), backup.state, report)
     return _Restored(info=info, upload=upload, duration_s=duration, verified=verified, differences=differences,
                      notes=notes)
 
@@ -583,7 +606,8 @@ async def stream_restore(ctx: Context, params: StreamRestoreParams) -> StreamRes
             return result
         await js.request(f"STREAM.DELETE.{name}", context=f"delete stream {name} before restoring it")
         result.replaced = True
-    restored = await _restore_stream(ctx, params.account_name, backup, config, params, ctx.report)
+    restored = await _restore_stream(ctx, params.account_name, backup, config, params, ctx.report,
+                                     after_delete=result.replaced)
     _fill(result, restored)
     return result
 
@@ -702,7 +726,7 @@ async def account_restore(ctx: Context, params: AccountRestoreParams) -> Account
                                  context=f"delete stream {backup.name} before restoring it")
             config = _with_overrides(backup.config, params)
             restored = await _restore_stream(ctx, params.account_name, backup, config, params,
-                                             _prefixed(ctx, f"[{i}/{len(backups)}]"))
+                                             _prefixed(ctx, f"[{i}/{len(backups)}]"), after_delete=item.exists)
         except NatsopError as err:
             item.status = "failed"
             item.reason = f"{err.code}: {err.message}"
