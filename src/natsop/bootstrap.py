@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from natsop.context import Context
@@ -28,8 +28,8 @@ class ConnectOptions:
     creds: str | None = None
     nkey: str | None = None
     user: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None

@@ -2,45 +2,191 @@
 
 A connection reconnects by itself; while it is reconnecting, calls fail fast with
 `Unavailable` instead of waiting for a buffer to drain.
+
+Before anything is sent, the files a target names (credentials, NKey seed, TLS) are
+checked, so that a missing or malformed file is a clear `ConfigError` rather than a
+network error (and so that nats-py never reads a creds file without a JWT, which it
+would loop on forever). When TLS is asked for (a `tls://` URL, a CA or a client
+certificate) the connection refuses to send credentials to a server that does not
+use TLS, as nats.go does. A failed first connection says why: refused, timed out,
+authorization, or which TLS step failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
+from pathlib import Path
 from typing import Any
 
-import nats
+import nats.errors as nats_errors
 from nats.aio.client import Client as NATS
 
-from natsop.errors import ConfigError, Unavailable, from_nats, scrub
+from natsop.errors import ConfigError, NatsopError, PermissionDenied, Unavailable, from_nats, scrub
 from natsop.settings import Settings, Target
 
-__all__ = ["Connections"]
+__all__ = ["CONNECT_TIMEOUT_S", "Connections", "connect_options"]
 
 log = logging.getLogger("natsop.connection")
 
+#: Seconds to open the socket and to complete each step of the NATS handshake.
+CONNECT_TIMEOUT_S = 3
+_SEED = re.compile(r"^S[A-Z2-7]{50,}$")
+_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+
+
+class TlsNotOffered(nats_errors.Error):
+    """The server did not switch to TLS although the target asks for it."""
+
+    def __str__(self) -> str:
+        return "nats: the server does not use TLS"
+
+
+class _Client(NATS):
+    """nats-py's client with two guards.
+
+    It refuses to send CONNECT (and so credentials) over plain TCP when TLS is required.
+    And closing a socket whose TLS handshake failed waits at most `_CLOSE_WAIT_S`: nats-py
+    waits for the plain stream to report its end, which never comes once the socket was
+    handed to TLS, so a wrong CA would otherwise hang the connection attempt for good.
+    """
+
+    require_tls = False
+
+    def _connect_command(self) -> bytes:
+        if self.require_tls and _ssl_object(self) is None:
+            raise TlsNotOffered()
+        command: bytes = super()._connect_command()
+        return command
+
+    async def _connect_to_server(self, s: Any) -> None:
+        try:
+            await super()._connect_to_server(s)
+        finally:
+            _bound_wait_closed(self._transport)
+
+
+_CLOSE_WAIT_S = 0.5
+
+
+def _bound_wait_closed(transport: Any) -> None:
+    if transport is None or getattr(transport, "_natsop_bounded", False):
+        return
+    plain = transport.wait_closed
+
+    async def wait_closed() -> None:
+        try:
+            async with asyncio.timeout(_CLOSE_WAIT_S):
+                await plain()
+        except TimeoutError:
+            log.debug("the closed socket did not report its end within %ss", _CLOSE_WAIT_S)
+
+    setattr(transport, "wait_closed", wait_closed)  # noqa: B010
+    setattr(transport, "_natsop_bounded", True)  # noqa: B010
+
+
+def _ssl_object(nc: Any) -> Any:
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    get_extra = getattr(writer, "get_extra_info", None)
+    return get_extra("ssl_object") if callable(get_extra) else None
+
+
+def _wants_tls(t: Target) -> bool:
+    return bool(t.tls_ca or t.tls_cert or t.tls_first or any(s.startswith("tls://") for s in t.servers))
+
+
+def _where(t: Target) -> str:
+    return f"account {t.name!r} ({t.source})"
+
+
+def _read_file(path: str, what: str, t: Target, code: str) -> bytes:
+    # Paths are shown through scrub(): a secret pasted where a path belongs must not be echoed.
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        if what == "NKey seed" and _SEED.match(path.strip()):
+            raise ConfigError(
+                f"the NKey setting of {_where(t)} holds a seed, not the path of a seed file",
+                code=code, hint="Write the seed to a file readable only by you (chmod 600) and name that file.",
+            ) from None
+        raise ConfigError(f"the {what} file of {_where(t)} does not exist: {scrub(path)}", code=code,
+                          hint="Check the path in NATS_CREDS / NATS_NKEY / NATS_CERT / NATS_KEY / NATS_CA "
+                               "or in the natscli context.") from None
+    except OSError as exc:
+        raise ConfigError(f"the {what} file of {_where(t)} cannot be read ({type(exc).__name__}): {scrub(path)}",
+                          code=code, hint="Check the file's permissions.") from None
+
+
+def _valid_seed(seed: bytes) -> bool:
+    try:
+        import nkeys
+    except ImportError:
+        raise ConfigError("NKey and credentials-file authentication need the `nkeys` package",
+                          code="nkeys_missing", hint="Install it: pip install nkeys") from None
+    try:
+        kp = nkeys.from_seed(bytearray(seed))
+    except Exception:
+        return False
+    ok = bool(kp.public_key.startswith(b"U"))
+    kp.wipe()
+    return ok
+
+
+def _check_creds(t: Target) -> None:
+    assert t.creds is not None
+    lines = [line.strip() for line in _read_file(t.creds, "credentials", t, "bad_creds_file").splitlines()]
+
+    def after(marker: bytes) -> bytes | None:
+        for i, line in enumerate(lines[:-1]):
+            if marker in line:
+                return lines[i + 1]
+        return None
+
+    jwt, seed = after(b"BEGIN NATS USER JWT"), after(b"BEGIN USER NKEY SEED")
+    if jwt is None or not _JWT.match(jwt.decode("ascii", "replace")) or seed is None or not _valid_seed(seed):
+        raise ConfigError(f"the credentials file of {_where(t)} does not hold a user JWT and a user NKey seed: "
+                          f"{scrub(t.creds)}", code="bad_creds_file",
+                          hint="Use the .creds file written by nsc (or your account's issuer), unmodified.")
+
+
+def _check_nkey(t: Target) -> None:
+    assert t.nkey is not None
+    if not _valid_seed(_read_file(t.nkey, "NKey seed", t, "bad_nkey_file").strip()):
+        raise ConfigError(f"the NKey seed file of {_where(t)} does not hold a user seed (SU...): {scrub(t.nkey)}",
+                          code="bad_nkey_file", hint="The file must hold only the user's seed, as `nk -gen user` writes it.")
+
 
 def _tls_context(t: Target) -> ssl.SSLContext | None:
-    if not (t.tls_ca or t.tls_cert or any(s.startswith("tls://") for s in t.servers)):
+    if not _wants_tls(t):
         return None
+    if t.tls_key and not t.tls_cert:
+        raise ConfigError(f"{_where(t)} names a TLS key but no certificate", code="bad_tls_files",
+                          hint="Set both NATS_CERT and NATS_KEY (the context's cert and key), or neither.")
+    for path, what in ((t.tls_ca, "TLS CA"), (t.tls_cert, "TLS certificate"), (t.tls_key, "TLS key")):
+        if path:
+            _read_file(path, what, t, "bad_tls_files")
     try:
         ctx = ssl.create_default_context(cafile=t.tls_ca) if t.tls_ca else ssl.create_default_context()
         if t.tls_cert:
             ctx.load_cert_chain(t.tls_cert, t.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the TLS files for {t.name!r}: {type(exc).__name__}",
-                          code="bad_tls_files", hint="Check the cert, key and CA paths and their permissions.") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"cannot load the TLS files of {_where(t)}: {type(exc).__name__}",
+                          code="bad_tls_files", hint="Check that the cert, key and CA files are PEM and belong "
+                                                     "together.") from None
     return ctx
 
 
 def connect_options(t: Target) -> dict[str, Any]:
-    """nats-py keyword arguments for a target (they hold secrets: never log them)."""
+    """nats-py keyword arguments for a target (they hold secrets: never log them).
+
+    Raises `ConfigError` when a file the target names is missing or malformed.
+    """
     opts: dict[str, Any] = {
         "servers": list(t.servers),
         "name": "natsop",
-        "connect_timeout": 3,
+        "connect_timeout": CONNECT_TIMEOUT_S,
         "reconnect_time_wait": 0.5,
         # Fail the first connection fast (two tries per server); reconnect forever once connected.
         "max_reconnect_attempts": 1,
@@ -52,8 +198,10 @@ def connect_options(t: Target) -> dict[str, Any]:
     if t.token:
         opts["token"] = t.token
     if t.creds:
+        _check_creds(t)
         opts["user_credentials"] = t.creds
     if t.nkey:
+        _check_nkey(t)
         opts["nkeys_seed"] = t.nkey
     tls = _tls_context(t)
     if tls is not None:
@@ -62,6 +210,55 @@ def connect_options(t: Target) -> dict[str, Any]:
     if t.inbox_prefix:
         opts["inbox_prefix"] = t.inbox_prefix
     return opts
+
+
+def _connect_error(t: Target, final: BaseException, seen: list[BaseException]) -> NatsopError:
+    """The most telling reason a first connection failed, from every attempt's error."""
+    where = f"connecting to {t.describe()}"
+    causes = [*seen, final]
+    texts = [scrub(str(e)).lower() for e in causes]
+    if any("authentication expired" in s for s in texts):
+        return PermissionDenied(f"{where}: the server refused the credentials: they have expired",
+                                code="authorization", hint="Renew the user's JWT (a new creds file).")
+    if any(isinstance(e, nats_errors.AuthorizationError) or "authorization" in s or "authentication" in s
+           for e, s in zip(causes, texts, strict=True)):
+        return PermissionDenied(f"{where}: the server refused the credentials (authorization violation)",
+                                code="authorization",
+                                hint="Check the credentials of this account (user/password, token, nkey or creds file).")
+    for e in causes:
+        if isinstance(e, TlsNotOffered):
+            return ConfigError(f"{where}: TLS is configured but the server does not use TLS; nothing was sent",
+                               code="tls_not_offered",
+                               hint="Use a nats:// URL without a CA or client certificate for a plain server, or "
+                                    "enable TLS on the server.")
+        if isinstance(e, ssl.SSLCertVerificationError):
+            reason = e.verify_message or "certificate verify failed"
+            return ConfigError(f"{where}: the server's TLS certificate is not trusted ({reason})",
+                               code="tls_verify_failed",
+                               hint="Set NATS_CA (--tlsca, or the context's ca) to the CA that signed the server's "
+                                    "certificate, and connect with the name or address it was issued for.")
+        if isinstance(e, ssl.SSLError):
+            reason = e.reason or type(e).__name__
+            return Unavailable(f"{where}: the TLS handshake failed ({reason})", code="tls_failed",
+                               hint="The server may require a client certificate (NATS_CERT and NATS_KEY), or "
+                                    "another TLS version.")
+    if any(isinstance(e, (asyncio.TimeoutError, TimeoutError)) for e in causes):
+        return Unavailable(f"{where}: the server did not complete the NATS handshake within {CONNECT_TIMEOUT_S}s",
+                           code="connect_timeout",
+                           hint="Check the address and port: something answers there but it does not speak NATS "
+                                "(or is overloaded).")
+    if any(isinstance(e, ConnectionRefusedError) for e in causes):
+        return Unavailable(f"{where}: connection refused", code="not_connected",
+                           hint="Check that the NATS server is running and listening on that address and port.")
+    if any(isinstance(e, (ConnectionResetError, BrokenPipeError)) or "empty response" in s
+           for e, s in zip(causes, texts, strict=True)):
+        return Unavailable(f"{where}: the server closed the connection during the handshake", code="not_connected",
+                           hint="The server may require TLS with a client certificate, or limit connections.")
+    for e in causes:
+        if isinstance(e, OSError) and not isinstance(e, ssl.SSLError):
+            reason = e.strerror or type(e).__name__
+            return Unavailable(f"{where}: cannot reach the NATS server ({scrub(reason)})", code="not_connected")
+    return from_nats(final, context=where)
 
 
 class Connections:
@@ -92,21 +289,27 @@ class Connections:
             nc = self._conns.get(target.name)
             if nc is not None and not nc.is_closed:
                 return nc
+            opts = connect_options(target)
+            seen: list[BaseException] = []
+            connected = False
 
             async def on_error(exc: Exception) -> None:
-                level = logging.DEBUG if isinstance(exc, OSError) else logging.WARNING
+                if not connected and len(seen) < 16:
+                    seen.append(exc)
+                # Errors of the first connection end up in the error raised; later ones are news.
+                level = logging.DEBUG if isinstance(exc, OSError) or not connected else logging.WARNING
                 log.log(level, "NATS connection %s: %s", target.name, scrub(str(exc)) or type(exc).__name__)
 
+            client = _Client()
+            client.require_tls = _wants_tls(target)
             try:
-                nc = await nats.connect(**connect_options(target), error_cb=on_error)
+                await client.connect(**opts, error_cb=on_error)
             except Exception as exc:
-                err = from_nats(exc, context=f"connecting to {target.describe()}")
-                if "authorization" in str(exc).lower():
-                    err.hint = "Check the credentials of this account (user/password, token, nkey or creds file)."
-                raise err from None
-            nc.options["max_reconnect_attempts"] = -1
-            self._conns[target.name] = nc
-            return nc
+                raise _connect_error(target, exc, seen) from None
+            connected = True
+            client.options["max_reconnect_attempts"] = -1
+            self._conns[target.name] = client
+            return client
 
     async def close(self) -> None:
         conns, self._conns = self._conns, {}

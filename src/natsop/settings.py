@@ -40,7 +40,7 @@ class Target:
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     creds: str | None = None
-    nkey: str | None = None
+    nkey: str | None = field(default=None, repr=False)  # a path, but a pasted seed must not be printed
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
