@@ -90,10 +90,11 @@ CASES: list[tuple[str, str, str]] = [
 ]
 
 RANDOM = ("rnd.*", "rndout.$1.{{random(5)}}", "rnd.r")
-# Weighted: 50/50, and 50 with the remainder left unmapped.
+# Weighted: 50/50; 50 with the remainder left unmapped; the source itself at 50 (the rest is dropped).
 WEIGHTED_CONFIG = (
     '"wa.*": [ { destination: "waone.$1", weight: 50% }, { destination: "watwo.$1", weight: 50% } ]\n'
-    '"wb.*": [ { destination: "wbout.$1", weight: 50% } ]'
+    '"wb.*": [ { destination: "wbout.$1", weight: 50% } ]\n'
+    '"wc.>": [ { destination: "wc.>", weight: 50% } ]'
 )
 
 
@@ -236,6 +237,19 @@ async def test_weighted_destinations_are_the_ones_the_server_picks(
     assert {r["mapped"]: r["weight"] for r in half["results"]} == {"wbout.k": 50, "wb.k": 50}
     assert seen_b == {"wbout.k", "wb.k"}
     assert "at random" in half["note"]
+
+
+async def test_weights_under_100_with_the_source_as_a_destination_drop_the_rest(
+    mapped_server: EmbeddedServer, local_toolkit: Toolkit
+) -> None:
+    got = await _deliveries(mapped_server, ["wc.k"] * 80)
+    assert 15 <= len(got) <= 65  # about half of 80 arrive; the chance of falling outside is below 1e-9
+    assert {s[0] for s in got.values()} == {"wc.k"}
+    lossy = (await local_toolkit.call("server_mapping", source="wc.>", destination="wc.>", weight=50,
+                                      subjects=["wc.k"])).model_dump()
+    assert [(d["destination"], d["weight"], d["implicit"]) for d in lossy["destinations"]] == [("wc.>", 50, False)]
+    assert [r["mapped"] for r in lossy["results"]] == ["wc.k"]
+    assert "the other 50% of the messages are dropped" in lossy["note"]
 
 
 # Mappings the server refuses to load, and the error natsop must give for them.

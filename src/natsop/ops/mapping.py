@@ -56,7 +56,7 @@ class ServerMappingParams(Params):
         description="Where they go: literal tokens, '>', $1 or {{wildcard(1)}}, {{partition(n,i...)}}, "
                     "{{split(i,sep)}}, {{splitfromleft(i,pos)}}, {{splitfromright(i,pos)}}, {{slicefromleft(i,n)}}, "
                     "{{slicefromright(i,n)}}, {{left(i,n)}}, {{right(i,n)}}, {{random(n)}}; i counts the source's "
-                    "'*' from 1")
+                    "'*' from 1. With weights, the first destination (its share is `weight`)")
     weight: int = Field(default=100, ge=0, le=100,
                         description="Share of `destination` in percent; below 100 the rest keeps the original subject")
     destinations: list[MappingDestination] | None = Field(
@@ -154,6 +154,12 @@ async def server_mapping(ctx: Context, params: ServerMappingParams) -> ServerMap
     if weighted:
         notes.append("The server picks one destination per message at random, in proportion to the weights; "
                      "each row shows the subject a message gets when that destination is picked.")
+    for cluster, group in mapping.groups.items():
+        total = sum(d.weight for d, _, _ in group)
+        if group and total < 100:
+            scope = f" in cluster {cluster}" if cluster else ""
+            notes.append(f"The weights{scope} total {total}% and the source is itself a destination: the other "
+                         f"{100 - total}% of the messages are dropped.")
     if any(d.cluster for d, _, _ in entries):
         notes.append("Cluster-scoped destinations apply on servers of that cluster; other servers use the "
                      "destinations without a cluster.")
