@@ -128,6 +128,16 @@ async def test_trace_without_interest_says_nothing_receives_it(tk: Toolkit) -> N
     assert "Nothing would receive" in result["note"]
 
 
+async def test_trace_shows_a_service_import_into_another_account(tk: Toolkit) -> None:
+    # Every account imports $SYS.REQ.USER.INFO from the system account.
+    result = await _trace(tk, "$SYS.REQ.USER.INFO")
+    imported = _only(result["events"], "service_import")
+    assert (imported["account"], imported["from_subject"], imported["to"]) == \
+        ("SYS", "$SYS.REQ.USER.INFO", "$SYS.REQ.USER.APP.INFO")
+    assert "goes on into account SYS" in result["note"]
+    assert "Nothing would receive" not in result["note"]
+
+
 async def test_trace_refuses_bad_input(tk: Toolkit) -> None:
     with pytest.raises(UserError) as err:
         await tk.call("trace", subject="a.b", headers={"Nats-Trace-Dest": ["x"]})

@@ -254,7 +254,12 @@ async def trace(ctx: Context, params: TraceParams) -> TraceResult:
     elif not complete and not truncated:
         notes.append(f"{expected - len(reports)} forwarded server(s) did not report within {params.timeout_s:g}s; "
                      "raise timeout_s, or those servers may not support tracing.")
-    if reports and not any(e.type in ("egress", "jetstream") for e in events):
+    receivers = any(e.type in ("egress", "jetstream") for e in events)
+    crossed = sorted({e.account for e in events if e.type in ("service_import", "stream_export") and e.account})
+    if reports and not receivers and crossed:
+        notes.append(f"The message goes on into account {', '.join(crossed)}; the trace follows it across an "
+                     "account boundary only when the export or import sets allow_trace: true.")
+    elif reports and not receivers:
         notes.append("Nothing would receive this message: no subscription or stream matched it.")
     if any(e.error for e in events):
         notes.append("Some steps report an error: see the events' error field.")
