@@ -85,6 +85,9 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> SubscribeResult:
 
     try:
         sub = await nc.subscribe(params.subject, queue=params.queue or "", cb=on_msg)
+        # nats-py's flush can send its PING ahead of a SUB still in the write buffer; the second round
+        # trip guarantees the server has the subscription before we report it as listening.
+        await nc.flush()
         await nc.flush()
     except Exception as exc:
         raise from_nats(exc, context=f"subscribe {params.subject}") from None
