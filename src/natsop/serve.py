@@ -37,17 +37,32 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+MIN_TOKEN_LENGTH = 16
+
+
 def _read_token(token_file: str | None) -> str | None:
+    """The bearer token from --token-file, else NATSOP_HTTP_TOKEN; never from the command line."""
     if token_file:
+        path = Path(token_file)
         try:
-            token = Path(token_file).read_text().strip()
-        except OSError:
+            token = path.read_text().strip()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError):
             raise ConfigError("cannot read the token file", code="bad_token_file",
                               hint="Check --token-file's path and permissions.") from None
         if not token:
             raise ConfigError("the token file is empty", code="bad_token_file")
-        return token
-    return os.environ.get("NATSOP_HTTP_TOKEN") or None
+        if mode & 0o077:
+            log.warning("the token file %s can be read by other users; chmod 600 it", path)
+    else:
+        token = os.environ.get("NATSOP_HTTP_TOKEN", "").strip()
+        if not token:
+            return None
+    if len(token) < MIN_TOKEN_LENGTH or any(ch.isspace() for ch in token):
+        raise ConfigError(f"the HTTP bearer token must be at least {MIN_TOKEN_LENGTH} characters without spaces",
+                          code="weak_token", hint="Generate one, e.g. `python -c 'import secrets; "
+                                                  "print(secrets.token_urlsafe(32))'`.")
+    return token
 
 
 async def serve_stdio(conn: ConnectOptions, *, read_only: bool, files_dir: str | None) -> None:
@@ -66,25 +81,44 @@ class _BearerGate:
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self.token = token.encode()
+        self.expected = b"Bearer " + token.encode()
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        values = [v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"]
+        # Exactly one Authorization header, compared in constant time.
+        return len(values) == 1 and hmac.compare_digest(values[0], self.expected)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("path") != "/healthz":
-            headers = dict(scope.get("headers") or [])
-            auth = headers.get(b"authorization", b"")
-            expected = b"Bearer " + self.token
-            if not hmac.compare_digest(auth, expected):
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body", "body": b"unauthorized\n"})
+        kind = scope["type"]
+        open_path = kind == "http" and scope.get("path") == "/healthz"
+        if kind in ("http", "websocket") and not open_path and not self._authorized(scope):
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
                 return
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body", "body": b"unauthorized\n"})
+            return
         await self.app(scope, receive, send)
+
+
+def _security(host: str) -> Any:
+    """DNS-rebinding protection on loopback (for any loopback address, not only 127.0.0.1);
+    off elsewhere, where the bearer token guards every request."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    if not _is_loopback(host):
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    bracketed = f"[{host}]" if ":" in host else host
+    hosts = sorted({bracketed, "127.0.0.1", "localhost", "[::1]"})
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=[f"{h}:*" for h in hosts],
+                                     allowed_origins=[f"http://{h}:*" for h in hosts])
 
 
 async def serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: bool, files_dir: str | None,
                      token: str | None) -> None:
     import uvicorn
-    from mcp.server.transport_security import TransportSecuritySettings
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -108,15 +142,17 @@ async def serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: b
                 ok = False
             return JSONResponse({"status": "ok" if ok else "degraded", "nats": ok}, status_code=200 if ok else 503)
 
-        security = None
-        if not _is_loopback(host):
-            security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
         app: Any = server.streamable_http_app(
-            host=host, transport_security=security, custom_starlette_routes=[Route("/healthz", health)],
+            host=host, transport_security=_security(host), custom_starlette_routes=[Route("/healthz", health)],
         )
         if token:
             app = _BearerGate(app, token)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                server_header=False)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"natsop: MCP over HTTP at http://{shown}:{port}/mcp (health: /healthz)"
+                   f"{'; bearer token required' if token else ''}; NATS: {ctx.settings.default.describe()}",
+                   err=True)
         await uvicorn.Server(config).serve()
 
 
@@ -129,7 +165,8 @@ async def serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: b
 def serve_command(state: Any, use_http: bool, host: str, port: int, token_file: str | None) -> None:
     """Run the MCP server `nats` (stdio by default; --http for streamable HTTP at /mcp)."""
     read_only = bool(state.read_only)
-    logging.basicConfig(level=os.environ.get("NATSOP_LOG_LEVEL", "WARNING"), stream=sys.stderr)
+    level = os.environ.get("NATSOP_LOG_LEVEL", "WARNING").strip().upper()
+    logging.basicConfig(level=level if level in logging.getLevelNamesMapping() else "WARNING", stream=sys.stderr)
     try:
         if use_http:
             token = _read_token(token_file)
