@@ -44,6 +44,11 @@ def test_aliases_resolve_to_the_same_command(cli: CliFn) -> None:
     assert cli_json(ls)["total"] == cli_json(alias)["total"]
 
 
+def test_natscli_short_nouns(cli: CliFn) -> None:
+    assert cli_json(cli("--json", "str", "ls"))["total"] == cli_json(cli("--json", "stream", "ls"))["total"]
+    assert cli("obj", "ls").exit_code == 0
+
+
 def test_table_and_json_output(cli: CliFn, uniq: str) -> None:
     made = cli("stream", "add", uniq, "--subjects", f"{uniq}.a", "--subjects", f"{uniq}.b",
                "--description", "made by a test")

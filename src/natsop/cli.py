@@ -36,6 +36,9 @@ from natsop.runner import run_operation
 __all__ = ["build_cli", "main"]
 
 HIDDEN_FIELDS = {"account_name", "confirm"}
+# natscli's short nouns.
+NOUN_ALIASES = {"str": "stream", "con": "consumer", "obs": "consumer", "obj": "object", "srv": "server",
+                "acc": "account"}
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -290,6 +293,9 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
         parent.add_command(cmd)
         for alias in op.aliases:
             parent.aliases[alias] = cmd.name or op.cli[-1]
+    for alias, noun in NOUN_ALIASES.items():
+        if (noun,) in groups:
+            root.aliases[alias] = noun
     from natsop.serve import serve_command
     from natsop.skill_cli import skill_group
 
