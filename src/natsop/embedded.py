@@ -1090,6 +1090,8 @@ async def acquire_shared(data_dir: str | os.PathLike[str], *, wait_timeout: floa
     server does not answer yet (it may be starting), this waits up to `wait_timeout`
     seconds (default: the startup timeout plus 5) and then raises `ConfigError`.
     """
+    # A readable name in server_info and traces instead of the server's generated id.
+    server_kwargs.setdefault("server_name", "natsop")
     if "store_dir" in server_kwargs:
         raise UserError("acquire_shared uses data_dir as the store; do not pass store_dir",
                         code="invalid_server_setting")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,11 +24,15 @@ from natsop.errors import NatsopError
 __all__ = ["error_text", "human_bytes", "human_duration", "renderable", "to_text"]
 
 MAX_TEXT = 12_000
-_SIZE_NAMES = ("bytes", "size", "max_bytes", "max_msg_size", "max_value_size", "memory", "storage_bytes")
+_SIZE_NAMES = ("bytes", "size", "max_bytes", "max_msg_size", "max_value_size", "memory", "storage_bytes",
+               "max_payload")
+_COUNT_WORDS = ("messages", "msgs", "count", "total", "pending", "subscriptions", "connections", "consumers",
+                "keys", "entries", "values", "objects", "delivered", "scanned", "purged", "subjects", "deleted",
+                "streams", "requests", "chunks")
 # JetStream API durations are integer nanoseconds under these names.
 _NS_NAMES = {"max_age", "duplicate_window", "ack_wait", "idle_heartbeat", "inactive_threshold", "active",
              "subject_delete_marker_ttl", "pause_remaining", "sync_interval", "rtt_ns", "uptime_ns", "priority_timeout"}
-_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_TIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
 def human_bytes(n: float) -> str:
@@ -57,17 +62,20 @@ def human_duration(seconds: float) -> str:
 def _fmt(name: str, value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, datetime):
+        value = value.isoformat()
     if isinstance(value, str):
         m = _TIME_RE.match(value)
         if m:
             # The zero time means "never" in the server's JSON.
-            return "" if value.startswith("0001-01-01") else f"{m.group(1)} {m.group(2)}{'' if m.group(4) == 'Z' else m.group(4)}"
+            utc = m.group(4) in ("Z", "+00:00")
+            return "" if value.startswith("0001-01-01") else f"{m.group(1)} {m.group(2)}{'' if utc else m.group(4)}"
         return value
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float) and not isinstance(value, bool):
         lname = name.lower()
-        if value == -1 and lname.startswith("max_"):
+        if (value == -1 and lname.startswith("max_")) or (value == 0 and lname == "max_age"):
             return "unlimited"
         if any(lname == s or lname.endswith("_" + s) or lname.endswith(s) for s in _SIZE_NAMES) and value >= 0:
             return f"{human_bytes(value)}" if value >= 1024 else f"{value} B"
@@ -78,7 +86,8 @@ def _fmt(name: str, value: Any) -> str:
         if lname.endswith("_s") or lname.endswith("_ms"):
             return f"{value:g}{'s' if lname.endswith('_s') else 'ms'}"
         if isinstance(value, int):
-            return f"{value:,}"
+            # Counts read better grouped; ports, sequences and ids must stay as typed.
+            return f"{value:,}" if any(w in lname for w in _COUNT_WORDS) and not lname.endswith("seq") else str(value)
         return f"{value:g}"
     if isinstance(value, list) and all(not isinstance(v, dict | list | BaseModel) for v in value):
         return ", ".join(str(v) for v in value)
@@ -111,6 +120,10 @@ def _columns(rows: list[BaseModel]) -> list[str]:
                 cols.append(name)
     # Columns that are empty in every row say nothing.
     return [c for c in cols if any(getattr(r, c, None) not in (None, [], "") for r in rows)]
+
+
+def _wordy(rows: list[BaseModel]) -> bool:
+    return any(isinstance(v, str) and len(v) > 80 for r in rows for _, v in r)
 
 
 def _payload_text(p: BaseModel) -> str:
@@ -153,6 +166,11 @@ def renderable(model: BaseModel) -> RenderableType:
                 if v not in (None, "", [], {}):
                     sub.add_row(str(k), _fmt(k, v))
             items.append(sub)
+        elif _wordy(list(value)):
+            # Rows carrying sentences (findings, explanations) read better as blocks than as a squeezed table.
+            for row in value:
+                items.append(Text(""))
+                items.append(renderable(row))
         else:
             rows: list[BaseModel] = list(value)
             cols = _columns(rows)
