@@ -340,32 +340,44 @@ async def test_damaged_backups_are_reported_and_leave_no_stream_behind(
         server: EmbeddedServer, toolkit: Toolkit, uniq: str, tmp_path: Path) -> None:
     await _damaged_backups(server, toolkit, uniq, tmp_path)
     expected = {
-        "cut_mid_frame": "truncated",
-        "cut_at_frame": "truncated",
-        "corrupted": "checksum mismatch",
+        "cut_mid_frame": ("truncated", "backup_truncated"),
+        "cut_at_frame": ("truncated", "backup_truncated"),
+        "corrupted": ("checksum mismatch", "backup_corrupt"),
     }
     async with connect(server) as nc:
-        for label, problem in expected.items():
+        for label, (problem, code) in expected.items():
             checked = await toolkit.call("backup_verify", directory=label)
             assert isinstance(checked, BackupVerifyResult)
             assert not checked.ok, label
             assert any(problem in p for p in checked.backups[0].problems), (label, checked.backups[0].problems)
 
-            with pytest.raises(NatsopError) as failed:
+            # By default the archive is read first: refused before the server sees anything.
+            with pytest.raises(NatsopError) as refused:
                 await toolkit.call("stream_restore", directory=label)
+            assert refused.value.code == code, (label, refused.value.message)
+            assert await _stream_state(nc, uniq) is None, label
+
             if label == "cut_mid_frame":
-                # Caught before anything is sent to the server.
-                assert failed.value.code == "backup_truncated"
+                continue  # the cheap frame walk catches it whatever check_archive says
+            # Sent anyway, the server fails it part-way (2.15 keeps what it stored): natsop removes the rest.
+            with pytest.raises(NatsopError) as failed:
+                await toolkit.call("stream_restore", directory=label, check_archive=False)
+            assert "restore of" in failed.value.message, failed.value.message
+            if label == "cut_at_frame":
+                # The server stored the messages before the cut and kept them: natsop removed that stream.
+                assert "partly restored stream" in failed.value.message and "was removed" in failed.value.message
+                assert failed.value.details["partial_stream_removed"] is True
             else:
-                assert "restore" in failed.value.message
                 assert "no stream was left behind" in failed.value.message or "was removed" in failed.value.message
             assert await _stream_state(nc, uniq) is None, label
 
-    good = await toolkit.call("backup_verify", directory="good")
-    assert isinstance(good, BackupVerifyResult) and good.ok
-    done = await toolkit.call("stream_restore", directory="good")
-    assert isinstance(done, Restored) and done.verified
-    async with connect(server) as nc:
+        # A damaged backup never replaces a good stream, even when confirmed.
+        done = await toolkit.call("stream_restore", directory="good")
+        assert isinstance(done, Restored) and done.verified
+        with pytest.raises(NatsopError) as kept:
+            await toolkit.call("stream_restore", directory="corrupted", confirm=uniq)
+        assert kept.value.code == "backup_corrupt" and "nothing was changed" in kept.value.message
+        assert (await _stream_state(nc, uniq) or {}).get("messages") == 3000
         await api(nc, f"STREAM.DELETE.{uniq}")
 
 
@@ -497,3 +509,57 @@ def test_s2_reader_reads_byte_by_byte(tmp_path: Path) -> None:
         reader = S2Reader(f)
         got = b"".join(iter(lambda: reader.read(1), b""))
     assert got == body
+
+
+def _s2_stream(data: bytes) -> bytes:
+    """An S2 stream of `data`: compressed frames (all literals) and uncompressed frames in turn."""
+    from natsop.s2 import _masked, crc32c
+
+    out = bytearray(b"\xff\x06\x00\x00S2sTwO")
+    for i, start in enumerate(range(0, len(data), 65536)):
+        piece = data[start:start + 65536]
+        crc = _masked(crc32c(piece)).to_bytes(4, "little")
+        if i % 2 == 0:
+            n = len(piece)
+            size = bytearray()
+            while True:  # varint of the decoded length
+                size.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+                n >>= 7
+                if not n:
+                    break
+            body = crc + bytes(size) + bytes([61 << 2]) + (len(piece) - 1).to_bytes(2, "little") + piece
+            out += b"\x00" + len(body).to_bytes(3, "little") + body
+        else:
+            body = crc + piece
+            out += b"\x01" + len(body).to_bytes(3, "little") + body
+    return bytes(out)
+
+
+async def test_backup_verify_reads_the_tar_archives_of_older_servers(toolkit: Toolkit, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, size in (("meta.inf", 200), ("meta.sum", 8), ("msgs/1.blk", 150_000), ("msgs/index.db", 300),
+                           ("obs/C/meta.inf", 120), ("obs/C/o.dat", 40)):
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, io.BytesIO(os.urandom(size)))
+    d = tmp_path / "legacy"
+    d.mkdir()
+    (d / "backup.json").write_text(json.dumps({"config": {"name": "OLD"}, "state": {"messages": 3}}))
+    (d / "stream.tar.s2").write_bytes(_s2_stream(buf.getvalue()))
+    checked = await toolkit.call("backup_verify", directory="legacy")
+    assert isinstance(checked, BackupVerifyResult)
+    one = checked.backups[0]
+    assert checked.ok, one.problems
+    assert (one.format, one.complete, one.consumers) == ("tar", True, ["C"])
+    assert one.entry_names[:3] == ["meta.inf", "meta.sum", "msgs/1.blk"]
+
+    damaged = bytearray(_s2_stream(buf.getvalue()))
+    damaged[-100] ^= 0x01
+    (d / "stream.tar.s2").write_bytes(bytes(damaged))
+    bad = await toolkit.call("backup_verify", directory="legacy")
+    assert isinstance(bad, BackupVerifyResult)
+    assert not bad.ok and any("checksum mismatch" in p for p in bad.backups[0].problems)
