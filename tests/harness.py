@@ -147,11 +147,16 @@ def _value(schema: dict[str, Any], name: str, prop: dict[str, Any]) -> Any:
     return "x"
 
 
+# Optional parameters without which some tools have nothing to do.
+USEFUL = ("destination", "seq")
+
+
 def minimal_args(op: Operation, **overrides: Any) -> dict[str, Any]:
     """Arguments for `op`: its required parameters (named after NAMES where they can be), short waits."""
     schema = op.params.model_json_schema()
     props: dict[str, Any] = schema.get("properties", {})
     args = {name: _value(schema, name, props[name]) for name in schema.get("required", [])}
+    args |= {name: NAMES[name] for name in USEFUL if name in props}
     for name, value in FAST.items():
         if name in props:
             prop = _resolve(schema, props[name])

@@ -236,6 +236,10 @@ def _command(op: Operation) -> click.Command:
 
     @click.pass_obj
     def callback(state: _State, /, **values: Any) -> None:
+        if state.read_only and not op.read_only:  # also when the group was built before --read-only was seen
+            _fail(UserError(f"`{' '.join(op.cli)}` changes the deployment and natsop is read-only",
+                            code="read_only", hint="Run without --read-only / NATSOP_READ_ONLY to change it."),
+                  state.as_json)
         force = bool(values.pop("force", False))
         arguments: dict[str, Any] = {}
         try:
