@@ -47,8 +47,9 @@ NAMES: dict[str, Any] = {
 }
 # Bounds that keep a sweep of every tool quick: waits and scans as short as each tool allows.
 FAST: dict[str, float] = {
-    "timeout_s": 0.3,
-    "time_budget_s": 0.3,
+    "timeout_s": 0.1,
+    "time_budget_s": 0.1,
+    "expected": 1,
     "iterations": 1,
     "stall_timeout_s": 1,
     "sample_streams": 1,
