@@ -563,3 +563,12 @@ async def test_backup_verify_reads_the_tar_archives_of_older_servers(toolkit: To
     bad = await toolkit.call("backup_verify", directory="legacy")
     assert isinstance(bad, BackupVerifyResult)
     assert not bad.ok and any("checksum mismatch" in p for p in bad.backups[0].problems)
+
+
+def test_crc32c_fallback_matches_the_standard_check_value() -> None:
+    from natsop.s2 import _crc32c_py, crc32c
+
+    assert _crc32c_py(b"123456789") == crc32c(b"123456789") == 0xE3069283
+    for n in (0, 1, 3, 63, 64, 65, 1000, 70_001):
+        data = os.urandom(n)
+        assert _crc32c_py(data) == crc32c(data), n

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import sys
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -42,24 +43,49 @@ class S2Error(Exception):
         self.truncated = truncated
 
 
-def _make_table() -> list[int]:
-    table = []
+def _make_tables() -> list[list[int]]:
+    """Slicing-by-4 tables for CRC-32C (reflected polynomial 0x82F63B78)."""
+    t0 = []
     for n in range(256):
         c = n
         for _ in range(8):
             c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
+        t0.append(c)
+    tables = [t0]
+    for _ in range(3):
+        prev = tables[-1]
+        tables.append([(prev[n] >> 8) ^ t0[prev[n] & 0xFF] for n in range(256)])
+    return tables
 
 
-_TABLE = _make_table()
+_TABLES = _make_tables()
+_WIDE: tuple[list[int], list[int]] | None = None
+
+
+def _wide_tables() -> tuple[list[int], list[int]]:
+    """Two 65536-entry tables that take four bytes per lookup pair (built on first use: ~10 ms, 5 MB)."""
+    global _WIDE
+    if _WIDE is None:
+        t0, t1, t2, t3 = _TABLES
+        _WIDE = ([t3[i & 0xFF] ^ t2[i >> 8] for i in range(65536)],
+                 [t1[i & 0xFF] ^ t0[i >> 8] for i in range(65536)])
+    return _WIDE
 
 
 def _crc32c_py(data: bytes | bytearray | memoryview) -> int:
+    """CRC-32C in pure Python, four bytes per step (~3x a byte loop; the crc32c package is ~500x)."""
+    t0 = _TABLES[0]
     crc = 0xFFFFFFFF
-    table = _TABLE
-    for b in bytes(data):
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    view = memoryview(bytes(data))
+    whole = 0
+    if sys.byteorder == "little" and len(view) >= 64:
+        low, high = _wide_tables()
+        whole = len(view) // 4 * 4
+        for word in view[:whole].cast("I"):
+            x = word ^ crc
+            crc = low[x & 0xFFFF] ^ high[x >> 16]
+    for b in view[whole:]:
+        crc = t0[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
 
 

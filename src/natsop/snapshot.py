@@ -65,10 +65,12 @@ ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 class Progress:
     """Progress reports throttled to a few per second (the last one always goes out)."""
 
-    def __init__(self, report: ProgressFn | None, total: float | None, what: str, interval_s: float = 0.25) -> None:
+    def __init__(self, report: ProgressFn | None, total: float | None, what: str, interval_s: float = 0.25,
+                 suffix: str = "") -> None:
         self._report = report
         self.total = total
         self.what = what
+        self.suffix = suffix
         self._interval = interval_s
         self._last = 0.0
 
@@ -82,7 +84,7 @@ class Progress:
         shown = f"{done / 1048576:.1f} MiB"
         if self.total:
             shown += f" of {self.total / 1048576:.1f} MiB"
-        await self._report(done, self.total, f"{self.what}: {shown}")
+        await self._report(done, self.total, f"{self.what}: {shown}{self.suffix}")
 
 
 @dataclass
@@ -139,7 +141,9 @@ async def snapshot_to_file(
                                     context=f"snapshot of stream {stream}")
         transfer = SnapshotTransfer(response=response)
         state = response.get("state") or {}
-        report = Progress(progress, float(state.get("bytes") or 0) or None, f"backing up {stream}")
+        # The snapshot is compressed, so its final size is unknown: no total, the stream's size as a hint.
+        report = Progress(progress, None, f"backing up {stream}",
+                          suffix=f" written (the stream stores {int(state.get('bytes') or 0) / 1048576:.1f} MiB)")
         while True:
             try:
                 msg = await sub.next_msg(timeout=stall_timeout_s)
@@ -162,7 +166,12 @@ async def snapshot_to_file(
                     await nc.publish(msg.reply, b"")
                     continue
                 break  # 204, or the bare end of a snapshot smaller than one chunk
-            out.write(msg.data)
+            try:
+                out.write(msg.data)
+            except OSError as exc:
+                raise UserError(f"snapshot of {stream}: cannot write the backup: {exc.strerror}",
+                                code="backup_write_failed",
+                                hint="Free space in the files directory, or write the backup elsewhere.") from None
             transfer.bytes += len(msg.data)
             transfer.chunks += 1
             if msg.reply:

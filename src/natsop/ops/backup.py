@@ -265,6 +265,12 @@ async def _backup_stream(ctx: Context, account_name: str | None, stream: str, ta
                               code="snapshot_failed")
         _write_json(json_tmp, {"config": config, "state": state})
         _commit(target, data_tmp, json_tmp)
+    except OSError as exc:
+        _remove(data_tmp, json_tmp)
+        if created:
+            _remove_empty_dir(target)
+        raise UserError(f"backup of {stream}: cannot write {target}: {exc.strerror}", code="backup_write_failed",
+                        hint="Free space in the files directory, or write the backup elsewhere.") from None
     except BaseException:
         _remove(data_tmp, json_tmp)
         if created:
