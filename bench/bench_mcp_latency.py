@@ -126,6 +126,26 @@ async def client_validation_ms(client: Client, n: int) -> dict[str, Any]:
     return out
 
 
+async def result_costs_ms(tk: Toolkit, n: int) -> dict[str, dict[str, float]]:
+    """In process, per tool: what turning its result into MCP content costs (text rendering, JSON dump)."""
+    from natsop.render import to_text
+
+    out: dict[str, dict[str, float]] = {}
+    for op, args in tool_args().items():
+        res = await tk.call(op, **args)
+
+        async def text(res: Any = res) -> None:
+            to_text(res)
+
+        async def dump(res: Any = res) -> None:
+            res.model_dump(mode="json")
+
+        out[op] = {"to_text_ms": summary(await time_calls(text, n, warmup=2))["median"],
+                   "model_dump_ms": summary(await time_calls(dump, n, warmup=2))["median"],
+                   "text_chars": len(to_text(res))}
+    return out
+
+
 async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, rounds: int) -> dict[str, Any]:
     env = natsop_env(server, work / "config")
     conn = {"user": server.app.user, "password": server.app.password}
@@ -158,6 +178,7 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
                 requests = {op: {"nats_py": await requests_per_call(floor[op], (nc, sys_nc)),
                                  "toolkit": await requests_per_call(ours[op], (tk_nc, tk_sys))} for op in OPS}
                 validation = await client_validation_ms(client, max(20, calls // 4))
+                costs = await result_costs_ms(tk, max(20, calls // 4))
     finally:
         await nc.close()
         await sys_nc.close()
@@ -177,7 +198,10 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
             "ratio_toolkit_to_nats_py": ratio(tk_ms, floor_ms),
             "ops_layer_ms": round(tk_ms - floor_ms, 3),
             "mcp_layer_ms": round(mcp_ms - tk_ms, 3),
+            # What natsop adds beyond the SDK's own stdio round trip (the noop tool) and the request itself.
+            "beyond_sdk_floor_ms": round(mcp_ms - noop_summary["median"] - floor_ms, 3),
             "client_validation_ms": validation[op]["median"],
+            **costs[op],
             "target_met": overhead <= TARGET_MS,
         }
     return {"ops": results, "mcp_noop": noop_summary}

@@ -55,6 +55,10 @@ def ms(v: float | None) -> str:
     return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.3f}"
+
+
 def x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
@@ -69,7 +73,12 @@ def num(v: float | int | None) -> str:
 
 # --- sections ------------------------------------------------------------------------------------
 
-Targets = list[tuple[str, str, bool | None]]  # (target, measured, met)
+class Targets(list[tuple[str, str, bool | None]]):
+    """(target, measured, met) rows for the summary, and notes on where the time goes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.findings: list[str] = []
 
 
 def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
@@ -82,7 +91,8 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
             f"{ms(r['toolkit']['median'])} ({ms(r['toolkit']['p95'])})",
             f"{ms(r['mcp']['median'])} ({ms(r['mcp']['p95'])})",
             f"{r['overhead_ms']:+.3f}", x(r["ratio_mcp_to_nats_py"]), f"{r['ops_layer_ms']:+.3f}",
-            f"{r['mcp_layer_ms']:+.3f}", f"{req['toolkit']:g} / {req['nats_py']:g}", verdict(r["target_met"])])
+            f"{r['mcp_layer_ms']:+.3f}", _signed(r.get("beyond_sdk_floor_ms")),
+            f"{req['toolkit']:g} / {req['nats_py']:g}", verdict(r["target_met"])])
     worst = max(ops.items(), key=lambda kv: kv[1]["overhead_ms"])
     best = min(ops.items(), key=lambda kv: kv[1]["overhead_ms"])
     met = sum(1 for r in ops.values() if r["target_met"])
@@ -90,26 +100,49 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
                     f"{met} of {len(ops)} tools; {best[0]} {best[1]['overhead_ms']:+.2f} ms … "
                     f"{worst[0]} {worst[1]['overhead_ms']:+.2f} ms", d["all_targets_met"]))
     noop = d["mcp_noop"]
+    prof = d.get("profile") or {}
+    if not d["all_targets_met"]:
+        note = (f"MCP call overhead: the bare SDK's own stdio round trip is {ms(noop['median'])} ms; "
+                f"natsop's operations layer adds {min(r['ops_layer_ms'] for r in ops.values()):+.2f} to "
+                f"{max(r['ops_layer_ms'] for r in ops.values()):+.2f} ms over nats-py")
+        stages = prof.get("stages") or {}
+        if stages:
+            top = max(stages.items(), key=lambda kv: kv[1]["share"])
+            note += f"; in the server, {top[0]} takes {top[1]['share']:.0%} of the CPU per call"
+        if all("to_text_ms" in r for r in ops.values()):
+            note += (f" (to_text alone: {min(r['to_text_ms'] for r in ops.values()):.1f} to "
+                     f"{max(r['to_text_ms'] for r in ops.values()):.1f} ms per result)")
+        targets.findings.append(note + ".")
     out = [
         f"{d['calls']} timed calls per tool and layer after {d['warmup']} warm-up calls, in {d['rounds']} "
         "interleaved rounds; median (p95) in ms. *nats-py*: the same request made directly with nats-py "
         "in the benchmark process (the floor). *toolkit*: natsop's operations layer in process "
         "(`Toolkit.call`). *mcp*: a real MCP client over stdio to `python -m natsop serve`. "
         "*overhead* = mcp - nats-py; *ops layer* = toolkit - nats-py; *MCP layer* = mcp - toolkit (the SDK on "
-        "both sides, stdio, JSON, and natsop's text rendering of the result). "
+        "both sides, stdio, JSON, and natsop's text rendering of the result); *beyond SDK floor* = overhead "
+        "minus the bare SDK's own round trip (the noop tool below): what natsop itself adds. "
         "*requests*: messages each call sends, counted on the connections.",
         "",
         table(["tool", "nats-py", "toolkit", "mcp", "overhead ms", "mcp / nats-py", "ops layer ms",
-               "MCP layer ms", "requests natsop / nats-py", f"≤ {d['target_ms']} ms"], rows,
-              [False] + [True] * 8 + [False]),
+               "MCP layer ms", "beyond SDK floor ms", "requests natsop / nats-py",
+               f"≤ {d['target_ms']} ms"], rows, [False] + [True] * 9 + [False]),
         "",
         f"The MCP transport on its own — the same client calling a bare SDK server whose tool does "
         f"nothing (`bench/_hello_server.py`) — costs **{ms(noop['median'])} ms** median "
-        f"(p95 {ms(noop['p95'])} ms) per call. The client's own revalidation of each structured result "
+        f"(p95 {ms(noop['p95'])} ms) per call"
+        + (f", more than the {d['target_ms']} ms target by itself" if noop["median"] > d["target_ms"] else "")
+        + ". The client's own revalidation of each structured result "
         "against the tool's output schema (part of every *mcp* figure) costs "
         + ", ".join(f"{op} {ms(r['client_validation_ms'])}" for op, r in ops.items()) + " ms.",
     ]
-    prof = d.get("profile")
+    if all("to_text_ms" in r for r in ops.values()):
+        out += ["", "Turning a result into MCP content, measured in process (median ms per call): the text "
+                "block (`natsop.render.to_text`, rich tables) and the structured content (`model_dump`).", "",
+                table(["tool", "to_text ms", "text chars", "model_dump ms", "MCP layer ms (above)",
+                       "beyond SDK floor ms (above)"],
+                      [[f"`{op}`", ms(r["to_text_ms"]), num(r["text_chars"]), ms(r["model_dump_ms"]),
+                        _signed(r["mcp_layer_ms"]), _signed(r.get("beyond_sdk_floor_ms"))]
+                       for op, r in ops.items()])]
     if prof:
         out += ["", "### Where the server's time goes", "",
                 f"`natsop serve` profiled with cProfile during {prof['tool_calls']} further calls (all five "
@@ -149,6 +182,16 @@ def startup(d: dict[str, Any], targets: Targets) -> str:
                     d["target_met"]))
     imp = d["importtime_serve"]
     cli = d["importtime_cli"]
+    shares = (d.get("profile_serve") or {}).get("shares") or {}
+    if not d["target_met"]:
+        b = d["breakdown_s"]
+        server_s = next((v for k, v in b.items() if "EmbeddedServer" in k), None)
+        note = (f"Start-up: the bare SDK hello server alone needs {hello:.2f} s to initialize; "
+                f"the embedded nats-server starts in {ms((server_s or 0) * 1000)} ms")
+        if shares:
+            note += "; of natsop's own start (profiled): " + ", ".join(
+                f"{k.strip()} {v:.0%}" for k, v in shares.items() if not k.startswith(" "))
+        targets.findings.append(note + ".")
     out = [
         f"Median of {d['repeats']} starts of each kind, interleaved; process start to a completed MCP "
         "initialize, timed by a real MCP client over stdio.", "",
@@ -187,7 +230,20 @@ def paging(d: dict[str, Any], targets: Targets) -> str:
     ratios = d.get("ratio_largest_to_smallest") or {}
     rows.append([f"**{rows_in[-1]['size']:,} / {rows_in[0]['size']:,}**",
                  *(x(ratios.get(k.removesuffix("_ms"))) for k, _ in cols), ""])
+    if len(rows_in) >= 3:
+        second = rows_in[1]
+        rows.append([f"**{rows_in[-1]['size']:,} / {second['size']:,}**",
+                     *(x(rows_in[-1][k] / second[k] if second.get(k) else None) for k, _ in cols), ""])
     paged = {k: v for k, v in ratios.items() if not k.startswith("raw_")}
+    over_cols = [k for k, v in paged.items() if v > PAGING_TARGET]
+    if over_cols and len(rows_in) >= 3:
+        second = rows_in[1]
+        flat = [f"{k.replace('_', ' ')} {rows_in[-1][k + '_ms'] / second[k + '_ms']:.2f}x" for k in over_cols]
+        targets.findings.append(
+            f"Paging: over the target only {', '.join(o.replace('_', ' ') for o in over_cols)}; from "
+            f"{second['size']:,} to {rows_in[-1]['size']:,} messages the same pages are flat ({', '.join(flat)}), "
+            f"so the step is between {rows_in[0]['size']:,} and {second['size']:,} messages, not a cost that "
+            "grows with the stream.")
     worst = max(paged.items(), key=lambda kv: kv[1]) if paged else None
     met = all(v <= PAGING_TARGET for v in paged.values()) if paged else None
     if worst:
@@ -311,6 +367,14 @@ def audit(d: dict[str, Any], targets: Targets) -> str:
                      ms(r["list_and_consumers_ms"]["median"]), num(r["list_and_consumers_requests"]),
                      x(r["ratio_audit_without_system_to_list_and_consumers"]),
                      f"{r['audit_findings']['critical']}/{r['audit_findings']['warning']}/{r['audit_findings']['info']}"])
+    last = d["rows"][-1]
+    extra = last["audit_ms"]["median"] - last["audit_without_system_ms"]["median"]
+    targets.findings.append(
+        f"Audit at {last['streams']:,} streams: {ms(last['audit_ms']['median'])} ms and {last['audit_requests']:,} "
+        f"requests; {ms(extra)} ms of it is the VARZ scatter-gather over the system account, which waits "
+        "for a lull after the last reply (the same audit without the system account takes "
+        f"{ms(last['audit_without_system_ms']['median'])} ms, "
+        f"{x(last['ratio_audit_without_system_to_list_and_consumers'])} a sequential walk + consumer lists).")
     return "\n".join([
         "`audit` through the operations layer, median of the runs in ms. *audit*: as an operator runs it, "
         "with the system account configured (it adds one VARZ scatter-gather, whose replies are awaited "
@@ -374,7 +438,7 @@ def render(results: Path = RESULTS_DIR) -> str:
     run = _load(results / "run.json") or {}
     statuses: dict[str, dict[str, Any]] = run.get("sections") or {}
     machine = run.get("machine") or {}
-    targets: Targets = []
+    targets = Targets()
     parts: list[str] = []
     for name, (title, script) in SECTIONS.items():
         st = statuses.get(name) or {}
@@ -395,13 +459,16 @@ def render(results: Path = RESULTS_DIR) -> str:
             continue
         when = data.get("timestamp") or st.get("finished") or "unknown date"
         origin = "this run" if status == "ok" else "an earlier run"
+        if status == "ok" and str(when) > str(st.get("finished") or when):
+            origin = "a later run of the script on its own"
         try:
             body = RENDERERS[name](data, targets)
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             body = f"*The results file has a layout this report does not know ({type(exc).__name__}: {exc}):*\n\n" \
                    + generic(data, targets)
         parts.append(f"<sub>{where} {' '.join(st.get('args') or [])} — {origin}, {when}"
-                     + (f", {st['seconds']:.0f} s" if isinstance(st.get("seconds"), (int, float)) else "")
+                     + (f", {st['seconds']:.0f} s" if isinstance(st.get("seconds"), (int, float))
+                        and origin == "this run" else "")
                      + "</sub>\n\n" + body)
     load = machine.get("load_avg") or []
     load_end = run.get("load_avg_end") or []
@@ -434,6 +501,8 @@ def render(results: Path = RESULTS_DIR) -> str:
                           [False, False, False]))
     else:
         head.append("*No results yet.*")
+    if targets.findings:
+        head += ["", "Where the time goes:", "", *[f"- {f}" for f in targets.findings]]
     notes = run.get("notes") or []
     if notes:
         head += ["", *[f"- {n}" for n in notes]]

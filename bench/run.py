@@ -45,7 +45,7 @@ PLANS: dict[str, Plan] = {
     # Filling 10M messages took about 45 s on the 2-core machine of the record: part of the full run.
     "paging": Plan(quick=["--sizes", "1000,100000", "--repeats", "11"], full=["--sizes", PAGING_FULL]),
     "object": Plan(quick=["--sizes", "10M", "--repeats", "1"], full=[]),
-    "backup": Plan(quick=["--size-mb", "64"], full=[]),
+    "backup": Plan(quick=["--size-mb", "64"], full=["--repeats", "3"]),
     "audit": Plan(quick=["--quick"], full=[]),
     "publish": Plan(quick=["--quick"], full=[]),
 }
