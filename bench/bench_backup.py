@@ -5,7 +5,8 @@ a fresh subprocess (so that its peak resident memory is its own):
 
 - natsop `stream_backup` (the operation through `Toolkit`), and a bare loop of the
   snapshot protocol written here with nats-py: subscribe, request, write each chunk,
-  acknowledge it, stop at the empty message;
+  acknowledge it, stop at the empty message, fsync the file (both fsync: a backup
+  still in the page cache is not taken yet);
 - natsop `stream_restore` (by default it reads the whole archive before sending it;
   again with check_archive=false), and a bare restore loop: request, send 64 KiB
   chunks as requests, send the empty request, wait for the stream;
@@ -91,6 +92,8 @@ async def bare_backup(directory):
             total += len(m.data)
             if m.reply:
                 await nc.publish(m.reply, b"")
+        f.flush()
+        os.fsync(f.fileno())  # a backup is only taken once it is on disk (natsop does the same)
     doc = json.loads(resp.data)
     with open(os.path.join(directory, "backup.json"), "w") as f:
         json.dump({"config": doc["config"], "state": doc["state"]}, f, indent=2)
