@@ -81,3 +81,40 @@ async def test_json_equals_the_mcp_structured_result(server_env: dict[str, str],
             via_cli = await run("--json", *argv)
             assert via_cli.exit_code == 0, via_cli.output
             assert cli_json(via_cli) == json.loads(json.dumps(via_mcp.structured_content)), tool
+
+
+def test_progress_bar_on_a_terminal(server_env: dict[str, str], tmp_path: Any) -> None:
+    """Long transfers draw a progress bar when stderr is a terminal (and only then)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    data = tmp_path / "blob.bin"
+    data.write_bytes(os.urandom(48 * 1024 * 1024))
+    env = {**os.environ, **server_env, "COLUMNS": "120"}
+    bucket = f"progress{os.getpid()}"
+    base = [sys.executable, "-m", "natsop", "--files-dir", str(tmp_path)]
+    assert subprocess.run([*base, "object", "add", bucket], env=env, capture_output=True).returncode == 0
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.Popen([*base, "object", "put", bucket, "blob.bin"], env=env, stdin=secondary,
+                                stdout=secondary, stderr=secondary, close_fds=True)
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the terminal closes when the process ends
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(primary)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert "MB/s" in screen and "blob.bin" in screen
+    piped = subprocess.run([*base, "object", "put", bucket, "blob.bin", "--name", "again"], env=env,
+                           capture_output=True, text=True)
+    assert piped.returncode == 0 and "MB/s" not in piped.stderr + piped.stdout
