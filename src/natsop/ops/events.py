@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import Field
 
 from natsop.context import Context
-from natsop.errors import UserError, from_api_error, from_nats
+from natsop.errors import UserError
 from natsop.events import event_headers, new_event
+from natsop.ops.primitives import stream_publish
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import PublishSubject
 
@@ -54,17 +54,10 @@ async def event_publish(ctx: Context, params: EventPublishParams) -> EventPublis
     if len(body) > nc.max_payload:
         raise UserError(f"the event is {len(body)} bytes; the server's max_payload is {nc.max_payload}",
                         code="payload_too_large", hint="Keep events small; put large data in the Object Store.")
-    try:
-        msg = await nc.request(params.subject, body, timeout=params.timeout_s, headers=event_headers(event))
-    except Exception as exc:
-        err = from_nats(exc, context=f"event on {params.subject}")
-        if err.code == "no_responders":
-            err.message = f"no stream captures {params.subject}, so the event would be lost"
-            err.hint = "Create a stream for it (stream_add subjects=[...]) — events belong in a stream."
-        raise err from None
-    ack = json.loads(msg.data or b"{}")
-    if ack.get("error"):
-        raise from_api_error(ack["error"], context=f"event on {params.subject}")
+    ack = await stream_publish(
+        nc, params.subject, body, headers=event_headers(event), timeout=params.timeout_s,
+        context=f"event on {params.subject}",
+        no_stream_hint="The event would be lost: create a stream for it (stream_add subjects=[...]).")
     return EventPublishResult(id=event.id, type=event.type, subject=params.subject, stream=str(ack.get("stream")),
                               seq=int(ack.get("seq") or 0), duplicate=bool(ack.get("duplicate")),
                               correlation_id=event.correlation_id or event.id, causation_id=event.causation_id)

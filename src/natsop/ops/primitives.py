@@ -22,7 +22,7 @@ from natsop.ops._common import require_server
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import PublishSubject, StreamName, SubjectFilter
 
-__all__: list[str] = []
+__all__ = ["stream_publish"]
 
 MAX_BATCH = 1000  # the server's default limit of messages in one atomic batch
 
@@ -75,6 +75,20 @@ def _ack(msg: Msg, context: str) -> dict[str, Any]:
             err.hint = f"Enable {known[0]} on the stream: {known[1]}."
         raise err
     return data if isinstance(data, dict) else {}
+
+
+async def stream_publish(nc: Any, subject: str, body: bytes, *, headers: dict[str, str] | None, timeout: float,
+                         context: str, no_stream_hint: str) -> dict[str, Any]:
+    """Publish to a stream and return its acknowledgement; errors say what the stream needs."""
+    try:
+        reply = await nc.request(subject, body, timeout=timeout, headers=headers)
+    except Exception as exc:
+        err = from_nats(exc, context=context)
+        if err.code == "no_responders":
+            err.message = f"no stream captures {subject}"
+            err.hint = no_stream_hint
+        raise err from None
+    return _ack(reply, context)
 
 
 @operation("publish_batch", cli="batch pub", impact=Impact.WRITE)
@@ -148,15 +162,10 @@ async def counter_add(ctx: Context, params: CounterAddParams) -> CounterValue:
     await require_server(ctx, params.account_name, (2, 12, 0), "distributed counters")
     nc = await ctx.nc(params.account_name)
     incr = f"{params.increment:+d}"
-    try:
-        reply = await nc.request(params.subject, b"", timeout=params.timeout_s, headers={"Nats-Incr": incr})
-    except Exception as exc:
-        err = from_nats(exc, context=f"counter {params.subject}")
-        if err.code == "no_responders":
-            err.message = f"no stream captures {params.subject}"
-            err.hint = "Create a stream with allow_msg_counter=true (and allow_direct) for the counter subjects."
-        raise err from None
-    ack = _ack(reply, f"counter {params.subject}")
+    ack = await stream_publish(
+        nc, params.subject, b"", headers={"Nats-Incr": incr}, timeout=params.timeout_s,
+        context=f"counter {params.subject}",
+        no_stream_hint="Create a stream with allow_msg_counter=true (and allow_direct) for the counter subjects.")
     if "val" not in ack:
         raise Unsupported(f"the stream {ack.get('stream')} stored the message but is not a counter stream",
                           code="message_counter_disabled",
@@ -277,14 +286,8 @@ async def schedule_add(ctx: Context, params: ScheduleParams) -> ScheduleResult:
         headers["Nats-Schedule-TTL"] = params.ttl
     nc = await ctx.nc(params.account_name)
     body = decode_input(params.payload, params.payload_encoding)
-    try:
-        reply = await nc.request(params.subject, body, timeout=params.timeout_s, headers=headers)
-    except Exception as exc:
-        err = from_nats(exc, context=f"schedule {params.subject}")
-        if err.code == "no_responders":
-            err.message = f"no stream captures {params.subject}"
-            err.hint = "Create a stream with allow_msg_schedules=true covering the schedule and target subjects."
-        raise err from None
-    ack = _ack(reply, f"schedule {params.subject}")
+    ack = await stream_publish(
+        nc, params.subject, body, headers=headers, timeout=params.timeout_s, context=f"schedule {params.subject}",
+        no_stream_hint="Create a stream with allow_msg_schedules=true covering the schedule and target subjects.")
     return ScheduleResult(subject=params.subject, target=params.target, at=when, stream=str(ack.get("stream")),
                           seq=int(ack.get("seq") or 0))
