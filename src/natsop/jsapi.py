@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -17,7 +19,7 @@ from nats.aio.msg import Msg
 
 from natsop.errors import ServerError, from_api_error, from_nats
 
-__all__ = ["JsApi", "gather"]
+__all__ = ["JsApi", "TimedReply", "gather", "gather_timed"]
 
 
 class JsApi:
@@ -72,29 +74,49 @@ def decode_response(msg: Msg, *, context: str = "") -> dict[str, Any]:
     return data
 
 
-async def gather(nc: NATS, subject: str, body: dict[str, Any] | None = None, *, timeout: float = 2.0,
-                 expect: int | None = None, idle: float = 0.3) -> list[dict[str, Any]]:
-    """Scatter a request and gather every reply (one per server) until `expect` replies,
-    `idle` seconds pass without a new one after the first, or `timeout` ends."""
+@dataclass(frozen=True)
+class TimedReply:
+    """A reply to a scatter-gather request and how long after the request it arrived."""
+
+    data: dict[str, Any]
+    elapsed_s: float
+
+
+async def gather_timed(nc: NATS, subject: str, body: dict[str, Any] | None = None, *, timeout: float = 2.0,
+                       expect: int | None = None, idle: float = 0.3,
+                       learn_expected: Callable[[dict[str, Any]], int] | None = None) -> list[TimedReply]:
+    """Scatter a request and gather every reply (one per server), each with its round-trip time.
+
+    Gathering ends at `expect` replies, at `timeout`, or — when the count is unknown — after
+    `idle` seconds without a new reply. `learn_expected` may read the count from the replies
+    themselves (STATSZ carries it), so that a slow server is waited for rather than missed.
+    """
     inbox = nc.new_inbox()
-    queue: asyncio.Queue[Msg] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[Msg, float]] = asyncio.Queue()
 
     async def on_msg(msg: Msg) -> None:
-        await queue.put(msg)
+        await queue.put((msg, time.perf_counter()))
 
-    sub = await nc.subscribe(inbox, cb=on_msg)
-    replies: list[dict[str, Any]] = []
+    replies: list[TimedReply] = []
     try:
-        await nc.publish(subject, json.dumps(body or {}).encode(), reply=inbox)
+        sub = await nc.subscribe(inbox, cb=on_msg)
+    except Exception as exc:
+        raise from_nats(exc, context=subject) from None
+    try:
+        # The subscription must reach the server before the request does.
+        await nc.flush()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while expect is None or len(replies) < expect:
+        sent = time.perf_counter()
+        await nc.publish(subject, json.dumps(body or {}).encode(), reply=inbox)
+        want = expect
+        while want is None or len(replies) < want:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            wait = min(remaining, idle) if replies else remaining
+            lull = bool(replies) and want is None
             try:
-                msg = await asyncio.wait_for(queue.get(), wait)
+                msg, received = await asyncio.wait_for(queue.get(), min(remaining, idle) if lull else remaining)
             except TimeoutError:
                 break
             try:
@@ -102,9 +124,17 @@ async def gather(nc: NATS, subject: str, body: dict[str, Any] | None = None, *, 
             except ValueError:
                 continue
             if isinstance(data, dict):
-                replies.append(data)
+                replies.append(TimedReply(data, received - sent))
+                if expect is None and learn_expected is not None:
+                    want = max(want or 0, learn_expected(data)) or None
     except Exception as exc:
         raise from_nats(exc, context=subject) from None
     finally:
         await sub.unsubscribe()
     return replies
+
+
+async def gather(nc: NATS, subject: str, body: dict[str, Any] | None = None, *, timeout: float = 2.0,
+                 expect: int | None = None, idle: float = 0.3) -> list[dict[str, Any]]:
+    """Scatter a request and gather every reply's data (see `gather_timed`)."""
+    return [r.data for r in await gather_timed(nc, subject, body, timeout=timeout, expect=expect, idle=idle)]

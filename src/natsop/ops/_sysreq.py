@@ -8,20 +8,15 @@ the server each reply came from.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.errors import ConfigError, from_nats
-from natsop.jsapi import gather
+from natsop.errors import ConfigError
+from natsop.jsapi import TimedReply, gather, gather_timed
 from natsop.registry import Params
 
 __all__ = [
@@ -96,14 +91,6 @@ async def gather_replies(nc: NATS, subject: str, body: dict[str, Any] | None, pa
                         idle=min(IDLE_S, params.timeout_s))
 
 
-@dataclass(frozen=True)
-class TimedReply:
-    """A reply and how long after the request it arrived."""
-
-    data: dict[str, Any]
-    elapsed_s: float
-
-
 def active_servers(reply: dict[str, Any]) -> int:
     """How many servers a STATSZ reply says the deployment has (0 when it does not say)."""
     return int((reply.get("statsz") or {}).get("active_servers") or 0)
@@ -111,56 +98,9 @@ def active_servers(reply: dict[str, Any]) -> int:
 
 async def timed_gather(nc: NATS, subject: str, body: dict[str, Any] | None, params: GatherParams,
                        *, learn_expected: Callable[[dict[str, Any]], int] | None = None) -> list[TimedReply]:
-    """Like `gather`, but each reply carries its round-trip time, taken when it is received.
-
-    Without `params.expected`, `learn_expected` may read the number of servers from the
-    replies themselves (STATSZ carries it): the gathering then waits for that many within
-    the timeout instead of stopping at the first lull.
-    """
-    inbox = nc.new_inbox()
-    queue: asyncio.Queue[tuple[Msg, float]] = asyncio.Queue()
-
-    async def on_msg(msg: Msg) -> None:
-        await queue.put((msg, time.perf_counter()))
-
-    replies: list[TimedReply] = []
-    try:
-        sub = await nc.subscribe(inbox, cb=on_msg)
-    except Exception as exc:
-        raise from_nats(exc, context=subject) from None
-    try:
-        # The subscription must reach the server before the request does.
-        await nc.flush()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + params.timeout_s
-        idle = min(IDLE_S, params.timeout_s)
-        sent = time.perf_counter()
-        await nc.publish(subject, json.dumps(body or {}).encode(), reply=inbox)
-        want = params.expected
-        learned = 0
-        while want is None or len(replies) < want:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            lull = replies and want is None
-            try:
-                msg, received = await asyncio.wait_for(queue.get(), min(remaining, idle) if lull else remaining)
-            except TimeoutError:
-                break
-            try:
-                data = json.loads(msg.data)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                replies.append(TimedReply(data, received - sent))
-                if params.expected is None and learn_expected is not None:
-                    learned = max(learned, learn_expected(data))
-                    want = learned or None
-    except Exception as exc:
-        raise from_nats(exc, context=subject) from None
-    finally:
-        await sub.unsubscribe()
-    return replies
+    """`jsapi.gather_timed` with the gathering bounds a system tool's parameters give."""
+    return await gather_timed(nc, subject, body, timeout=params.timeout_s, expect=params.expected,
+                              idle=min(IDLE_S, params.timeout_s), learn_expected=learn_expected)
 
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
