@@ -32,11 +32,19 @@ def validation_message(exc: ValidationError) -> str:
 
 
 def parse_params(op: Operation, arguments: dict[str, Any] | None) -> BaseModel:
+    fields = op.params.model_fields
+    # An explicit null for an optional parameter whose default is null means "not given" (MCP clients
+    # send it); validating it would apply the field's string constraints to None.
+    given = {k: v for k, v in (arguments or {}).items()
+             if not (v is None and k in fields and not fields[k].is_required() and fields[k].default is None)}
     try:
-        return op.params.model_validate(arguments or {})
+        return op.params.model_validate(given)
     except ValidationError as exc:
         raise UserError(f"invalid arguments for {op.tool}: {validation_message(exc)}",
                         code="invalid_arguments",
+                        hint="See the tool's input schema for names, types and bounds.") from None
+    except (TypeError, ValueError) as exc:  # a constraint that could not even be applied to the value
+        raise UserError(f"invalid arguments for {op.tool}: {type(exc).__name__}", code="invalid_arguments",
                         hint="See the tool's input schema for names, types and bounds.") from None
 
 
