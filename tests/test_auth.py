@@ -8,6 +8,9 @@ A misconfiguration fails at once with a clear error that names no secret.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +109,20 @@ def test_cli_flags_carry_tls_files_and_credentials_files(world: AuthWorld, home:
 
 
 # -- TLS: server verification, client certificates, the chain and its expiry
+
+
+def test_cli_over_tls_prints_only_its_result(world: AuthWorld, home: Path) -> None:
+    """No asyncio notice on stderr at the end of a TLS connection; certificate text shown as it is."""
+    env = clean_env(home, **world.env("tls"))
+    as_json = subprocess.run([sys.executable, "-m", "natsop", "--json", "account", "tls"], env=env,
+                             capture_output=True, timeout=60)
+    assert as_json.returncode == 0 and as_json.stderr == b"", as_json.stderr
+    certs = json.loads(as_json.stdout)["certificates"]
+    table = subprocess.run([sys.executable, "-m", "natsop", "account", "tls"], env=env, capture_output=True,
+                           timeout=60)
+    assert table.returncode == 0 and table.stderr == b"", table.stderr
+    shown = table.stdout.decode()
+    assert all(c["fingerprint_sha256"] in shown for c in certs)
 
 
 async def test_account_tls_reads_the_chain_on_the_tls_server(world: AuthWorld, home: Path) -> None:

@@ -30,16 +30,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
+import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client
 from mcp_types import CallToolResult, Tool
+from nats.aio.client import Client as NATS
 
 from natsop import EmbeddedServer, Toolkit
 from natsop.registry import Operation, operations
 from tests.conftest import env_for
 from tests.harness import NAMES, STREAM, clean_env, mcp_stdio
+from tests.test_read_only import snapshot
 
 EXAMPLES = int(os.environ.get("NATSOP_FUZZ_EXAMPLES", "10"))
 SENTINEL = "escape-natsop-fuzz"
@@ -47,13 +50,13 @@ T = TypeVar("T")
 
 NAME_POOL = [STREAM, NAMES["bucket"], NAMES["consumer"], NAMES["key"], NAMES["name"], "FUZZ", "fuzz", "a", "A-b_c",
              "", " ", "*", ">", "a.b", "a.*", "a.>", "..", "../x", "名前", "a\x00b", "x" * 300, "$JS.API.>",
-             "_INBOX.x", "KV_hard", "OBJ_hard", "a/b", "-1", "null"]
+             "_INBOX.x", "KV_hard", "OBJ_hard", "a/b", "-1", "null", "[/b]"]
 SUBJECT_POOL = ["hard.one", "hard.two", "hard.>", "hard.*", "fuzz.a", "fuzz.b.c", ">", "*", "", "a..b", " a", "a b",
                 "a.", ".a", "$SYS.REQ.SERVER.PING", "$JS.API.STREAM.DELETE.HARD", "_INBOX.x", "a.\t.b", "名.前",
-                "$KV.hard.k1", "x" * 5000, "a.>.b"]
+                "$KV.hard.k1", "x" * 5000, "a.>.b", "[/x].:ok:"]
 PATH_POOL = ["f1", "sub/f2", f"../{SENTINEL}", f"../../{SENTINEL}", f"/tmp/{SENTINEL}", f"~/{SENTINEL}", "./", "",
              NAMES["directory"], "a\x00b", "/etc/passwd", "/", "..", "backups", "sub/../../" + SENTINEL]
-PAYLOAD_POOL = ["", "hello", "名前 ✓", "\x00\x01", "x" * 70_000, "y" * (1024 * 1024 + 1), "aGVsbG8=", "not base64!"]
+PAYLOAD_POOL = ["", "[/bold] :AB: [red]x", "hello", "名前 ✓", "\x00\x01", "x" * 70_000, "y" * (1024 * 1024 + 1), "aGVsbG8=", "not base64!"]
 HOSTILE: list[Any] = [None, True, False, -1, 0, 2**63, -(2**63), 10**30, 1.5, -0.0, 1e308, "", "x" * 10_000, [],
                       {}, [1, "a", None], {"a": {"b": [1]}}, "1", "true", "*", ">"]
 PATH_FIELDS = {"file", "directory", "config_file"}
@@ -73,6 +76,7 @@ class McpThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="mcp-fuzz", daemon=True)
         self.thread.start()
         self.client: Client | None = None
+        self.witness: NATS | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._errlog = open(errlog, "w")  # noqa: SIM115 - closed in close()
@@ -97,7 +101,17 @@ class McpThread:
         assert self.client is not None
         return self.run(self.client.call_tool(tool, args), timeout_s)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The account's streams and durable consumers, read with a connection of our own."""
+        return self.run(self._snapshot(), 30)
+
+    async def _snapshot(self) -> dict[str, Any]:
+        assert self.witness is not None
+        return await snapshot(self.witness)
+
     def close(self) -> None:
+        if self.witness is not None:
+            self.run(self.witness.close(), 10)
         if self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)
         try:
@@ -145,6 +159,8 @@ def session(fuzz_server: EmbeddedServer, sandbox: Path) -> Iterator[McpThread]:
     env = clean_env(sandbox / "config", **env_for(fuzz_server, sandbox / "config"))
     mcp = McpThread(env, ("--files-dir", str(sandbox / "cwd" / "files"), "serve"), sandbox / "cwd",
                     sandbox / "serve-stderr.log")
+    mcp.witness = mcp.run(nats.connect(fuzz_server.url, user=fuzz_server.app.user,
+                                       password=fuzz_server.app.password), 30)
     try:
         yield mcp
     finally:
@@ -284,6 +300,10 @@ def _fuzz_call(session: McpThread, tool: Tool, op: Operation, args: dict[str, An
         dry = session.call(op.tool, {k: v for k, v in args.items() if k != "confirm"}, limit)
         if not dry.is_error and dry.structured_content is not None:
             expected = dry.structured_content.get("confirm_with")
+    # Without the right confirmation a destructive tool may create (a restore into nothing) or
+    # report a no-op, but nothing that existed may change.
+    unconfirmed = op.destructive and not (isinstance(confirm, str) and confirm and confirm == expected)
+    before = session.snapshot() if unconfirmed else {}
     started = time.monotonic()
     try:
         result = session.call(op.tool, args, limit)
@@ -291,13 +311,10 @@ def _fuzz_call(session: McpThread, tool: Tool, op: Operation, args: dict[str, An
         pytest.fail(f"{op.tool} did not return within {limit:g}s for {args!r:.300}")
     took = time.monotonic() - started
     _check(tool, op, args, result, took)
-    if op.destructive and not result.is_error and result.structured_content is not None:
-        out = result.structured_content
-        # A restore that replaces nothing only creates: it needs no confirmation (by design).
-        harmless = out.get("replaced") is False or out.get("existing") == []
-        if out.get("done") and not harmless:
-            # Never acts without a confirmation, and only with the value the dry run gave.
-            assert isinstance(confirm, str) and confirm and confirm == expected, (op.tool, args, expected)
+    if unconfirmed:
+        after = session.snapshot()
+        changed = sorted(name for name in before if after.get(name) != before[name])
+        assert changed == [], (op.tool, args, expected, changed)
     mismatched = isinstance(confirm, str) and confirm and expected is not None and confirm != expected
     if op.destructive and result.is_error and mismatched:
         assert "[confirmation_mismatch]" in getattr(result.content[0], "text", ""), (op.tool, args)
@@ -325,3 +342,21 @@ def test_fuzz_tool(op: Operation, session: McpThread, tools: dict[str, Tool], sa
     escaped = [p for p in (sandbox, sandbox / "cwd", Path("/tmp"), Path.home()) if (p / SENTINEL).exists()]
     assert escaped == []
     assert sorted(p.name for p in (sandbox / "cwd").iterdir()) == ["files"]
+
+
+HOSTILE_TEXT = "[/bold] :AB: [red]x[/red] \x1b[31m"
+
+
+def test_hostile_text_is_shown_literally(session: McpThread, fuzz_server: EmbeddedServer, sandbox: Path) -> None:
+    """Values that look like rich markup, emoji codes or escape sequences are data, in MCP text and CLI tables."""
+    from tests.harness import run_cli
+
+    put = session.call("kv_put", {"bucket": NAMES["bucket"], "key": "hostile", "value": HOSTILE_TEXT}, 30)
+    assert not put.is_error, put.content
+    got = session.call("kv_get", {"bucket": NAMES["bucket"], "key": "hostile"}, 30)
+    assert not got.is_error, got.content
+    assert "[/bold] :AB: [red]x[/red]" in getattr(got.content[0], "text", "")
+    env = clean_env(sandbox / "config", **env_for(fuzz_server, sandbox / "config"))
+    table = run_cli(env, "kv", "get", NAMES["bucket"], "hostile")
+    assert table.exit_code == 0, table.output
+    assert "[/bold] :AB: [red]x[/red]" in table.stdout

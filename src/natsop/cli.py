@@ -149,7 +149,8 @@ def _emit(result: BaseModel, as_json: bool) -> None:
 
     # Piped output is plain and wide enough that tables are not cut.
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
-    Console(soft_wrap=False, width=width).print(renderable(result))
+    # Data is shown as it is: "[/x]" in a value is no markup (it crashed) and ":AB:" no emoji.
+    Console(soft_wrap=False, width=width, markup=False, emoji=False).print(renderable(result))
 
 
 def _fail(err: NatsopError, as_json: bool) -> None:

@@ -33,6 +33,19 @@ log = logging.getLogger("natsop.connection")
 
 #: Seconds to open the socket and to complete each step of the NATS handshake.
 CONNECT_TIMEOUT_S = 3
+
+
+class _QuietTlsEof(logging.Filter):
+    """Drop asyncio's notice that nats-py's TLS stream ignores a half-close: it is printed at
+    every TLS disconnect (so after every CLI command over TLS) and means nothing to a user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+_asyncio_log = logging.getLogger("asyncio")
+if not any(isinstance(f, _QuietTlsEof) for f in _asyncio_log.filters):
+    _asyncio_log.addFilter(_QuietTlsEof())
 _SEED = re.compile(r"^S[A-Z2-7]{50,}$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 

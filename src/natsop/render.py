@@ -191,7 +191,7 @@ def to_text(model: BaseModel, *, width: int = 100, limit: int = MAX_TEXT) -> str
     """Plain text (no colour), bounded: the short text an MCP result carries, or piped CLI output."""
     buf = io.StringIO()
     console = Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
-                      highlight=False, emoji=False)
+                      highlight=False, emoji=False, markup=False)
     console.print(renderable(model))
     text = "\n".join(line.rstrip() for line in buf.getvalue().splitlines()).strip()
     if len(text) > limit:
