@@ -8,14 +8,13 @@ shown as sizes; durations in nanoseconds (`*_ns`, `active`) as durations.
 
 from __future__ import annotations
 
-import io
 import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -135,65 +134,108 @@ def _payload_text(p: BaseModel) -> str:
     return f"{data}{cut} [{size} B]"
 
 
-def renderable(model: BaseModel) -> RenderableType:
-    """A rich renderable: key/value lines for scalars, a table per list of records, sections for nested models."""
-    items: list[RenderableType] = []
-    kv = Table.grid(padding=(0, 2))
-    kv.add_column(style="bold")
-    kv.add_column()
-    sections: list[tuple[str, BaseModel | list[BaseModel] | dict[str, Any]]] = []
+Block = tuple[str, Any]  # ("kv", rows) | ("title", text) | ("table", (columns, rows)) | ("blank", None)
+
+
+def _layout(model: BaseModel) -> list[Block]:
+    """The shape of the output, shared by the rich and the plain renderers."""
+    blocks: list[Block] = []
+    rows: list[tuple[str, str]] = []
+    sections: list[tuple[str, Any]] = []
     for name, value in model:
         if isinstance(value, BaseModel) and _is_payload(value):
-            kv.add_row(_label(name), _payload_text(value))
+            rows.append((_label(name), _payload_text(value)))
         elif _is_table(value) or isinstance(value, BaseModel) or (isinstance(value, dict) and value):
             sections.append((name, value))
         elif value is None or value == [] or value == {}:
             continue
         else:
-            kv.add_row(_label(name), _fmt(name, value))
-    if kv.row_count:
-        items.append(kv)
+            rows.append((_label(name), _fmt(name, value)))
+    if rows:
+        blocks.append(("kv", rows))
     for name, value in sections:
-        items.append(Text(""))
-        items.append(Text(_label(name).capitalize(), style="bold underline"))
+        blocks.append(("blank", None))
+        blocks.append(("title", _label(name).capitalize()))
         if isinstance(value, BaseModel):
-            items.append(renderable(value))
+            blocks.extend(_layout(value))
         elif isinstance(value, dict):
-            sub = Table.grid(padding=(0, 2))
-            sub.add_column(style="bold")
-            sub.add_column()
-            for k, v in value.items():
-                if v not in (None, "", [], {}):
-                    sub.add_row(str(k), _fmt(k, v))
-            items.append(sub)
+            blocks.append(("kv", [(str(k), _fmt(k, v)) for k, v in value.items() if v not in (None, "", [], {})]))
         elif _wordy(list(value)):
             # Rows carrying sentences (findings, explanations) read better as blocks than as a squeezed table.
             for row in value:
-                items.append(Text(""))
-                items.append(renderable(row))
+                blocks.append(("blank", None))
+                blocks.extend(_layout(row))
         else:
-            rows: list[BaseModel] = list(value)
-            cols = _columns(rows)
+            records: list[BaseModel] = list(value)
+            cols = _columns(records)
+            cells = [[_payload_text(v) if isinstance(v := getattr(r, c, None), BaseModel) and _is_payload(v)
+                      else _fmt(c, v) for c in cols] for r in records]
+            blocks.append(("table", ([_label(c) for c in cols], cells)))
+    return blocks
+
+
+def renderable(model: BaseModel) -> RenderableType:
+    """A rich renderable: key/value lines for scalars, a table per list of records, sections for nested models."""
+    items: list[RenderableType] = []
+    for kind, data in _layout(model):
+        if kind == "blank":
+            items.append(Text(""))
+        elif kind == "title":
+            items.append(Text(data, style="bold underline"))
+        elif kind == "kv":
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold")
+            grid.add_column()
+            for key, value in data:
+                grid.add_row(key, value)
+            items.append(grid)
+        else:
+            cols, cells = data
             table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-            for c in cols:
-                table.add_column(_label(c))
-            for r in rows:
-                cells = []
-                for c in cols:
-                    v = getattr(r, c, None)
-                    cells.append(_payload_text(v) if isinstance(v, BaseModel) and _is_payload(v) else _fmt(c, v))
-                table.add_row(*cells)
+            for col in cols:
+                table.add_column(col)
+            for row in cells:
+                table.add_row(*row)
             items.append(table)
     return Group(*items)
 
 
+def _cut(text: str, width: int) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def to_text(model: BaseModel, *, width: int = 100, limit: int = MAX_TEXT) -> str:
-    """Plain text (no colour), bounded: the short text an MCP result carries, or piped CLI output."""
-    buf = io.StringIO()
-    console = Console(file=buf, width=width, color_system=None, force_terminal=False, no_color=True,
-                      highlight=False, emoji=False, markup=False)
-    console.print(renderable(model))
-    text = "\n".join(line.rstrip() for line in buf.getvalue().splitlines()).strip()
+    """Plain text, bounded: the short text an MCP result carries.
+
+    Written without rich: it is on every tool call's path, and a terminal renderer costs
+    milliseconds per result where this costs microseconds.
+    """
+    lines: list[str] = []
+    size = 0
+    for kind, data in _layout(model):
+        if kind == "blank":
+            out = [""]
+        elif kind == "title":
+            out = [data]
+        elif kind == "kv":
+            pad = max((len(k) for k, _ in data), default=0)
+            out = [f"{k.ljust(pad)}  {_cut(v, max(20, width - pad - 2))}".rstrip() for k, v in data]
+        else:
+            cols, cells = data
+            widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+            room = width - 2 * max(0, len(cols) - 1)
+            while sum(widths) > room and max(widths) > 8:  # narrow the widest column until the row fits
+                widest = widths.index(max(widths))
+                widths[widest] = max(8, widths[widest] - max(1, sum(widths) - room))
+            out = ["  ".join(_cut(c, w).ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(),
+                   "  ".join("-" * w for w in widths)]
+            out += ["  ".join(_cut(v, w).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+        lines.extend(out)
+        size += sum(len(x) + 1 for x in out)
+        if size > limit:
+            break
+    text = "\n".join(lines).strip()
     if len(text) > limit:
         text = text[:limit] + "\n… (text cut; the structured result has everything)"
     return text
