@@ -183,7 +183,10 @@ async def audit(ctx: Context, params: AuditParams) -> AuditResult:
     clustered = bool(info.get("cluster"))
     try:
         sys_nc = await ctx.system()
-        replies = await gather(sys_nc, "$SYS.REQ.SERVER.PING.VARZ", {}, timeout=2.0)
+        # A lone server answers alone; a cluster's size shows in each server's routes. Knowing how many
+        # replies to expect spares the wait for a lull after the last one.
+        replies = await gather(sys_nc, "$SYS.REQ.SERVER.PING.VARZ", {}, timeout=2.0,
+                               expect=None if clustered else 1)
         requests += 1
         servers = []
         for r in replies:
