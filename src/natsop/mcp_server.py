@@ -58,9 +58,12 @@ def tool_definition(op: Operation) -> types.Tool:
 def build_server(ctx: Context, *, read_only: bool = False) -> Server[Any]:
     """An MCP server over `ctx`, offering every registered tool (only read-only ones if asked)."""
     ops = {op.tool: op for op in operations(read_only=read_only)}
-    tools = [tool_definition(op) for op in ops.values()]
+    tools: list[types.Tool] = []
 
     async def list_tools(_: ServerRequestContext[Any], __: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        # Schemas are built when first asked for, not before `initialize` is answered.
+        if not tools:
+            tools.extend(tool_definition(op) for op in ops.values())
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(rctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
