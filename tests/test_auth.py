@@ -256,6 +256,9 @@ async def test_contexts_carry_every_mode_through_mcp(world: AuthWorld, home: Pat
             assert not info.is_error and info.structured_content is not None
             assert info.structured_content["config"]["name"] == stream
             _no_secret(world, str(made.content), str(info.content))
+        # Same server, other account: alpha's stream does not exist for beta.
+        hidden = await client.call_tool("stream_info", {"stream": "CTX_ALPHA", "account_name": "beta"})
+        assert hidden.is_error and "[stream_not_found]" in getattr(hidden.content[0], "text", "")
         tls = await client.call_tool("account_tls", {"account_name": "tls"})
         assert tls.structured_content is not None and tls.structured_content["tls"] is True
         # The system context serves the system tools.

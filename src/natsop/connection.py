@@ -46,6 +46,7 @@ class _QuietTlsEof(logging.Filter):
 _asyncio_log = logging.getLogger("asyncio")
 if not any(isinstance(f, _QuietTlsEof) for f in _asyncio_log.filters):
     _asyncio_log.addFilter(_QuietTlsEof())
+
 _SEED = re.compile(r"^S[A-Z2-7]{50,}$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
