@@ -15,6 +15,7 @@ from typing import IO, Any
 from click.testing import CliRunner, Result
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from nats.aio.client import Client as NATS
 
 from natsop.cli import build_cli
 from natsop.registry import Operation
@@ -195,3 +196,23 @@ def cli_args(op: Operation, args: dict[str, Any]) -> list[str]:
 
 def _cli_scalar(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+async def snapshot(nc: NATS) -> dict[str, Any]:
+    """Streams with their state and durable consumers with their delivery state (ephemerals left out)."""
+    async def api(subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        msg = await nc.request(subject, json.dumps(body or {}).encode(), timeout=5)
+        return dict(json.loads(msg.data))
+
+    out: dict[str, Any] = {}
+    for info in (await api("$JS.API.STREAM.LIST")).get("streams") or []:
+        state = {k: v for k, v in info["state"].items() if k != "consumer_count"}
+        config = {k: v for k, v in info["config"].items() if k != "metadata"}
+        consumers = {}
+        for c in (await api(f"$JS.API.CONSUMER.LIST.{info['config']['name']}")).get("consumers") or []:
+            if c["config"].get("durable_name"):
+                consumers[c["name"]] = {"config": c["config"], "delivered": c["delivered"]["stream_seq"],
+                                        "ack_floor": c["ack_floor"]["stream_seq"], "pending": c["num_pending"],
+                                        "ack_pending": c["num_ack_pending"], "paused": c.get("paused", False)}
+        out[info["config"]["name"]] = {"config": config, "state": state, "consumers": consumers}
+    return out

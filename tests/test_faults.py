@@ -25,9 +25,8 @@ from natsop.errors import NatsopError
 from natsop.registry import operations
 from natsop.settings import Settings, Target
 from tests.conftest import env_for
-from tests.harness import NAMES, STREAM, clean_env, cli_args, mcp_stdio, minimal_args, run_cli
-from tests.test_http import Served, serve_http
-from tests.test_read_only import snapshot
+from tests.harness import NAMES, STREAM, clean_env, cli_args, mcp_stdio, minimal_args, run_cli, snapshot
+from tests.httpserve import Served, serve_http
 
 
 def _text(result: CallToolResult) -> str:

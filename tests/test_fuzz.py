@@ -41,8 +41,7 @@ from nats.aio.client import Client as NATS
 from natsop import EmbeddedServer, Toolkit
 from natsop.registry import Operation, operations
 from tests.conftest import env_for
-from tests.harness import NAMES, STREAM, clean_env, mcp_stdio
-from tests.test_read_only import snapshot
+from tests.harness import NAMES, STREAM, clean_env, mcp_stdio, run_cli, snapshot
 
 EXAMPLES = int(os.environ.get("NATSOP_FUZZ_EXAMPLES", "10"))
 SENTINEL = "escape-natsop-fuzz"
@@ -320,6 +319,24 @@ def _fuzz_call(session: McpThread, tool: Tool, op: Operation, args: dict[str, An
         assert "[confirmation_mismatch]" in getattr(result.content[0], "text", ""), (op.tool, args)
 
 
+HOSTILE_TEXT = "[/bold] :AB: [red]x[/red] \x1b[31m"
+
+
+def test_hostile_text_is_shown_literally(session: McpThread, fuzz_server: EmbeddedServer, sandbox: Path) -> None:
+    """Values that look like rich markup, emoji codes or escape sequences are data, in MCP text and CLI tables.
+
+    It runs before the fuzzing below, on the world as seeded."""
+    put = session.call("kv_put", {"bucket": NAMES["bucket"], "key": "hostile", "value": HOSTILE_TEXT}, 30)
+    assert not put.is_error, put.content
+    got = session.call("kv_get", {"bucket": NAMES["bucket"], "key": "hostile"}, 30)
+    assert not got.is_error, got.content
+    assert "[/bold] :AB: [red]x[/red]" in getattr(got.content[0], "text", "")
+    env = clean_env(sandbox / "config", **env_for(fuzz_server, sandbox / "config"))
+    table = run_cli(env, "kv", "get", NAMES["bucket"], "hostile")
+    assert table.exit_code == 0, table.output
+    assert "[/bold] :AB: [red]x[/red]" in table.stdout
+
+
 @pytest.mark.parametrize("op", operations(), ids=lambda op: op.tool)
 def test_fuzz_tool(op: Operation, session: McpThread, tools: dict[str, Tool], sandbox: Path) -> None:
     tool = tools[op.tool]
@@ -343,20 +360,3 @@ def test_fuzz_tool(op: Operation, session: McpThread, tools: dict[str, Tool], sa
     assert escaped == []
     assert sorted(p.name for p in (sandbox / "cwd").iterdir()) == ["files"]
 
-
-HOSTILE_TEXT = "[/bold] :AB: [red]x[/red] \x1b[31m"
-
-
-def test_hostile_text_is_shown_literally(session: McpThread, fuzz_server: EmbeddedServer, sandbox: Path) -> None:
-    """Values that look like rich markup, emoji codes or escape sequences are data, in MCP text and CLI tables."""
-    from tests.harness import run_cli
-
-    put = session.call("kv_put", {"bucket": NAMES["bucket"], "key": "hostile", "value": HOSTILE_TEXT}, 30)
-    assert not put.is_error, put.content
-    got = session.call("kv_get", {"bucket": NAMES["bucket"], "key": "hostile"}, 30)
-    assert not got.is_error, got.content
-    assert "[/bold] :AB: [red]x[/red]" in getattr(got.content[0], "text", "")
-    env = clean_env(sandbox / "config", **env_for(fuzz_server, sandbox / "config"))
-    table = run_cli(env, "kv", "get", NAMES["bucket"], "hostile")
-    assert table.exit_code == 0, table.output
-    assert "[/bold] :AB: [red]x[/red]" in table.stdout

@@ -5,99 +5,20 @@ and a NATS target that no request can change. Real server processes, a real MCP 
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from natsop import EmbeddedServer, Toolkit
 from natsop.registry import operations
 from tests.conftest import env_for
+from tests.httpserve import http_client, listening, serve_http
 
 TOKEN = "tok-" + "7f3a9c2e" * 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> set[str]:
-    """The local addresses (hex, as /proc shows them) listening on `port`."""
-    out: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            address, hex_port = fields[1].rsplit(":", 1)
-            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A = LISTEN
-                out.add(address)
-    return out
-
-
-class Served:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.proc, self.port, self.log = proc, port, log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextmanager
-def serve_http(env: dict[str, str], tmp_path: Path, *args: str, global_args: tuple[str, ...] = (),
-               wait: bool = True) -> Iterator[Served]:
-    port = _free_port()
-    log = tmp_path / f"serve-{port}.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "natsop", *global_args, "serve", "--http", "--port", str(port),
-                                 *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    served = Served(proc, port, log)
-    try:
-        if wait:
-            deadline = time.monotonic() + 20
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    if httpx2.get(f"{served.url}/healthz", timeout=1).status_code in (200, 503):
-                        break
-                except httpx2.HTTPError:
-                    time.sleep(0.05)
-            assert proc.poll() is None, served.stderr
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@asynccontextmanager
-async def http_client(url: str, token: str | None = None) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with create_mcp_http_client(headers=headers) as http, \
-            Client(streamable_http_client(f"{url}/mcp", http_client=http), read_timeout_seconds=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +32,7 @@ def http_env(server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -
 async def test_default_is_loopback_only_with_health_and_real_mcp(http_env: dict[str, str], tmp_path: Path,
                                                                  server: EmbeddedServer, uniq: str) -> None:
     with serve_http(http_env, tmp_path) as served:
-        assert _listening(served.port) == {"0100007F"}  # 127.0.0.1 and nothing else
+        assert listening(served.port) == {"0100007F"}  # 127.0.0.1 and nothing else
         health = httpx2.get(f"{served.url}/healthz", timeout=5)
         assert health.status_code == 200 and health.json() == {"status": "ok", "nats": True}
         assert "127.0.0.1" in served.stderr and "/mcp" in served.stderr
@@ -131,7 +52,7 @@ def test_refuses_a_public_address_without_a_token(http_env: dict[str, str], tmp_
     with serve_http(http_env, tmp_path, "--host", "0.0.0.0", wait=False) as served:
         assert served.proc.wait(20) == 1
         assert "[http_needs_token]" in served.stderr and "NATSOP_HTTP_TOKEN" in served.stderr
-        assert _listening(served.port) == set()
+        assert listening(served.port) == set()
 
 
 def test_the_token_is_never_taken_from_the_command_line(http_env: dict[str, str]) -> None:
@@ -161,7 +82,7 @@ async def test_every_request_needs_the_token(http_env: dict[str, str], tmp_path:
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     with serve_http(http_env, tmp_path, "--host", "0.0.0.0", "--token-file", str(token_file)) as served:
-        assert _listening(served.port) == {"00000000"}
+        assert listening(served.port) == {"00000000"}
         mcp_url = f"{served.url}/mcp"
         init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
                 "params": {"protocolVersion": "2025-06-18", "capabilities": {},
@@ -196,7 +117,7 @@ async def test_every_request_needs_the_token(http_env: dict[str, str], tmp_path:
 
 async def test_token_from_the_environment_also_guards_loopback(http_env: dict[str, str], tmp_path: Path) -> None:
     with serve_http(http_env | {"NATSOP_HTTP_TOKEN": TOKEN}, tmp_path) as served:
-        assert _listening(served.port) == {"0100007F"}
+        assert listening(served.port) == {"0100007F"}
         resp = httpx2.post(f"{served.url}/mcp", json={}, timeout=5)
         assert resp.status_code == 401
         async with http_client(served.url, TOKEN) as client:

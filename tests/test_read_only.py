@@ -29,7 +29,7 @@ from natsop import EmbeddedServer, Toolkit
 from natsop.cli import build_cli
 from natsop.registry import operations
 from tests.conftest import env_for
-from tests.harness import NAMES, STREAM, clean_env, cli_args, mcp_stdio, minimal_args, run_cli
+from tests.harness import NAMES, STREAM, clean_env, cli_args, mcp_stdio, minimal_args, run_cli, snapshot
 
 READ_API = re.compile(r"^\$JS\.API\.(INFO|STREAM\.(INFO|LIST|NAMES)(\..+)?|STREAM\.MSG\.GET\..+|DIRECT\.GET\..+"
                       r"|CONSUMER\.(INFO|LIST|NAMES)\..+)$")
@@ -81,26 +81,6 @@ async def _spy(url: str, user: str, password: str) -> Spy:
     await nc.subscribe(">", cb=spy.on_msg)
     await nc.flush()
     return spy
-
-
-async def snapshot(nc: NATS) -> dict[str, Any]:
-    """Streams with their state and durable consumers with their delivery state (ephemerals left out)."""
-    async def api(subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        msg = await nc.request(subject, json.dumps(body or {}).encode(), timeout=5)
-        return dict(json.loads(msg.data))
-
-    out: dict[str, Any] = {}
-    for info in (await api("$JS.API.STREAM.LIST")).get("streams") or []:
-        state = {k: v for k, v in info["state"].items() if k != "consumer_count"}
-        config = {k: v for k, v in info["config"].items() if k != "metadata"}
-        consumers = {}
-        for c in (await api(f"$JS.API.CONSUMER.LIST.{info['config']['name']}")).get("consumers") or []:
-            if c["config"].get("durable_name"):
-                consumers[c["name"]] = {"config": c["config"], "delivered": c["delivered"]["stream_seq"],
-                                        "ack_floor": c["ack_floor"]["stream_seq"], "pending": c["num_pending"],
-                                        "ack_pending": c["num_ack_pending"], "paused": c.get("paused", False)}
-        out[info["config"]["name"]] = {"config": config, "state": state, "consumers": consumers}
-    return out
 
 
 @pytest.fixture(scope="module")
