@@ -266,6 +266,11 @@ async def test_contexts_carry_every_mode_through_mcp(world: AuthWorld, home: Pat
         assert not servers.is_error, servers.content
         assert servers.structured_content is not None
         assert [s["name"] for s in servers.structured_content["servers"]] == ["hard-accounts"]
+    # The Python face takes the same contexts.
+    for ctx_name in ("alpha", "nk", "tok", "jwt", "tls"):
+        async with Toolkit.from_env(env=clean_env(home), context=ctx_name) as tk:
+            info: Any = await tk.call("stream_info", stream=f"CTX_{ctx_name.upper()}")
+            assert info.config["name"] == f"CTX_{ctx_name.upper()}"
     # Each stream landed on the server of its context, and only there.
     async with _toolkit({"NATS_URL": world.url("token"), "NATS_TOKEN": world.token}, home) as tk:
         names = {s.name for s in (await tk.call("stream_list")).streams}  # type: ignore[attr-defined]
