@@ -205,3 +205,9 @@ def test_cli_publish(cli: CliFn, uniq: str) -> None:
     assert (core["acked"], core["count"]) == (False, 3)
     wild = cli("pub", "a.*", "x")
     assert wild.exit_code == 1 and "invalid_subject" in wild.output
+
+
+async def test_publish_bounds_the_total_bytes_of_one_call(toolkit: Toolkit, uniq: str) -> None:
+    with pytest.raises(UserError) as err:
+        await toolkit.call("publish", subject=f"{uniq}.bulk", payload="x" * 100_000, count=1000)
+    assert err.value.code == "publish_too_large"

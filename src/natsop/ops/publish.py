@@ -17,6 +17,8 @@ from natsop.validate import PublishSubject, StreamName
 __all__ = ["PublishParams", "PublishResult", "capturing_streams"]
 
 MAX_COUNT = 10_000
+# One call must not flood the server: count x size is bounded too.
+MAX_TOTAL_BYTES = 64 * 1024 * 1024
 # An HTTP-style token: what nats-py and the server accept as a header name.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # Nats-TTL: whole seconds, a Go duration, or "never" (ADR-43).
@@ -154,6 +156,11 @@ async def publish(ctx: Context, params: PublishParams) -> PublishResult:
         raise UserError(
             f"message is {size:,} bytes ({len(data):,} payload + headers); the server's max_payload is {limit:,}",
             code="payload_too_large", hint="Send less, or store large data in the Object Store (object_put).")
+    if size * params.count > MAX_TOTAL_BYTES:
+        raise UserError(
+            f"{params.count} messages of {size:,} bytes make {size * params.count:,} bytes; one call sends at most "
+            f"{MAX_TOTAL_BYTES:,}", code="publish_too_large",
+            hint="Lower count, or publish in several calls; bulk data belongs in the Object Store.")
     js = await ctx.js(params.account_name)
     stream: str | None = None
     use_js = params.jetstream
