@@ -36,6 +36,20 @@ from natsop.runner import run_operation
 __all__ = ["build_cli", "main"]
 
 HIDDEN_FIELDS = {"account_name", "confirm"}
+NOUN_HELP = {
+    "account": "The account: JetStream usage, connections, statistics, TLS, backup and restore.",
+    "backup": "Check backups written by stream/account backup (or by natscli).",
+    "batch": "Atomic batch publishing (all messages stored, or none).",
+    "consumer": "Consumers: list, inspect, create, pause, fetch, report lag.",
+    "counter": "Distributed counters (2.12+).",
+    "event": "Events in the standard envelope (UUIDv7 ids, correlation headers).",
+    "kv": "Key-Value buckets and keys.",
+    "object": "Object Store buckets and objects.",
+    "report": "Reports across servers.",
+    "schedule": "Messages the server publishes later (2.12+).",
+    "server": "Servers: info, list, ping, and subject-mapping tests.",
+    "stream": "Streams: list, inspect, read, search, create, change, purge, back up.",
+}
 # natscli's short nouns.
 NOUN_ALIASES = {"str": "stream", "con": "consumer", "obs": "consumer", "obj": "object", "srv": "server",
                 "acc": "account"}
@@ -290,7 +304,7 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
         for depth in range(1, len(op.cli)):
             key = op.cli[:depth]
             if key not in groups:
-                grp = AliasGroup(key[-1], help=f"{key[-1].capitalize()} commands")
+                grp = AliasGroup(key[-1], help=NOUN_HELP.get(key[-1], f"{key[-1].capitalize()} commands"))
                 parent.add_command(grp)
                 groups[key] = grp
             parent = groups[key]
