@@ -1,6 +1,7 @@
 """Shared fixtures: one real embedded nats-server for the session, and the three faces over it.
 
 - `server`: an EmbeddedServer (APP account with JetStream, SYS as system account).
+- `cluster`: an EmbeddedCluster of three nodes, shared by the tests that do not break it.
 - `toolkit`: the Python face (`await toolkit.call("stream_info", stream=...)`).
 - `cli`: the CLI face in-process (`cli("stream", "ls", "--json")` -> click Result).
 - `mcp_client(env)`: the MCP face, a real MCP client talking to `natsop serve` over stdio.
@@ -24,7 +25,7 @@ from click.testing import CliRunner, Result
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from natsop import EmbeddedServer, Toolkit
+from natsop import EmbeddedCluster, EmbeddedServer, Toolkit
 from natsop.cli import build_cli
 
 
@@ -36,6 +37,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]
         yield srv
     finally:
         srv.stop_sync()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[EmbeddedCluster]:
+    """A real 3-node cluster shared by the tests that only read or add to it (fault tests start their own)."""
+    c = EmbeddedCluster(3)
+    c.start_sync()
+    try:
+        yield c
+    finally:
+        c.stop_sync()
 
 
 def env_for(server: Any, config_home: Path) -> dict[str, str]:

@@ -34,12 +34,6 @@ async def strict() -> AsyncIterator[EmbeddedServer]:
         yield server
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def cluster() -> AsyncIterator[EmbeddedCluster]:
-    async with EmbeddedCluster(3) as c:
-        yield c
-
-
 async def js_request(nc: Any, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     msg = await nc.request(f"$JS.API.{subject}", json.dumps(body or {}).encode(), timeout=10)
     data: dict[str, Any] = json.loads(msg.data)

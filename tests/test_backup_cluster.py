@@ -4,7 +4,7 @@ server, and a single server's stream restored into the cluster as R3."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +16,6 @@ from natsop.errors import NatsopError
 from natsop.ops.backup import StreamBackupResult
 from natsop.ops.backup import StreamRestoreResult as Restored
 from tests.backup_support import api, connect, digest, fill
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
-    c = EmbeddedCluster(3, store_root=tmp_path_factory.mktemp("backup-cluster"))
-    c.start_sync()
-    try:
-        yield c
-    finally:
-        c.stop_sync()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

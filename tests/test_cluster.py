@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
-import pytest
 import pytest_asyncio
 
 from natsop import EmbeddedCluster, Toolkit
 
 NODES = {"n1", "n2", "n3"}
 ALL: dict[str, Any] = {"expected": 3, "timeout_s": 5.0}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmbeddedCluster]:
-    c = EmbeddedCluster(3)
-    c.start_sync()
-    try:
-        yield c
-    finally:
-        c.stop_sync()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -265,16 +265,6 @@ def test_cli_stream_lifecycle(cli: CliFn, uniq: str) -> None:
     assert removed.exit_code == 0 and cli_json(removed)["done"] is True
     gone = cli("--json", "stream", "state", uniq)
     assert gone.exit_code == 1 and cli_json(gone)["error"]["code"] == "stream_not_found"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[EmbeddedCluster]:
-    c = EmbeddedCluster(3)
-    c.start_sync()
-    try:
-        yield c
-    finally:
-        c.stop_sync()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

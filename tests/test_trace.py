@@ -159,12 +159,6 @@ def test_trace_needs_a_2_11_server() -> None:
 # --- across a cluster
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def cluster() -> AsyncIterator[EmbeddedCluster]:
-    async with EmbeddedCluster(3) as c:
-        yield c
-
-
 async def _await_interest(cluster: EmbeddedCluster, received: asyncio.Queue[Any], subject: str) -> None:
     """Wait until node 1 knows node 2's subscription: probes from node 1 start arriving."""
     probe = await nats.connect(cluster.servers[0].url, user=cluster.app.user, password=cluster.app.password)
