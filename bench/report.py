@@ -137,7 +137,7 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
     ]
     if all("to_text_ms" in r for r in ops.values()):
         out += ["", "Turning a result into MCP content, measured in process (median ms per call): the text "
-                "block (`natsop.render.to_text`, rich tables) and the structured content (`model_dump`).", "",
+                "block (`natsop.render.to_text`, plain text) and the structured content (`model_dump`).", "",
                 table(["tool", "to_text ms", "text chars", "model_dump ms", "MCP layer ms (above)",
                        "beyond SDK floor ms (above)"],
                       [[f"`{op}`", ms(r["to_text_ms"]), num(r["text_chars"]), ms(r["model_dump_ms"]),
