@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -37,3 +38,34 @@ async def test_serve_with_nothing_configured_uses_the_embedded_server(tmp_path: 
     data = Path(env["NATSOP_DATA_DIR"])
     creds = [p for p in data.iterdir() if "cred" in p.name]
     assert creds and all(p.stat().st_mode & 0o077 == 0 for p in creds)
+
+
+async def test_a_joined_natsop_takes_over_when_the_owner_exits(tmp_path: Path) -> None:
+    env = bare_env(tmp_path)
+    ready, leave = asyncio.Event(), asyncio.Event()
+
+    async def owner() -> None:
+        # Its own task, so that it can exit while the other client stays.
+        async with mcp_client(env) as client:
+            made = await client.call_tool("stream_add", {"stream": "KEEP", "subjects": ["keep.>"]})
+            assert not made.is_error, made.content
+            ready.set()
+            await leave.wait()
+
+    first = asyncio.create_task(owner())
+    await asyncio.wait_for(ready.wait(), 30)
+    async with mcp_client(env) as joined:
+        assert not (await joined.call_tool("stream_info", {"stream": "KEEP"})).is_error
+        leave.set()
+        await first  # the owner exits and stops its server
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            again = await joined.call_tool("stream_info", {"stream": "KEEP"})
+            if not again.is_error:
+                break
+            text = getattr(again.content[0], "text", "")
+            # Until the take-over, calls fail fast and say why.
+            assert "[not_connected]" in text or "[timeout]" in text, text
+            assert asyncio.get_running_loop().time() < deadline, "no take-over"
+            await asyncio.sleep(0.3)
+        assert again.structured_content is not None and again.structured_content["name"] == "KEEP"

@@ -7,14 +7,21 @@ process to need it starts it; others on the same machine attach to the running o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from natsop.context import Context
 from natsop.settings import embedded_settings, load_settings
+
+if TYPE_CHECKING:
+    from natsop.embedded import ServerLease
 
 __all__ = ["ConnectOptions", "data_dir", "open_context"]
 
@@ -36,6 +43,9 @@ class ConnectOptions:
     embedded: bool = False
 
 
+log = logging.getLogger("natsop.bootstrap")
+
+
 def data_dir() -> Path:
     """Where the embedded server keeps its store, config and credentials."""
     env = os.environ.get("NATSOP_DATA_DIR")
@@ -55,17 +65,39 @@ async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str
             password=opts.password, token=opts.token, tls_cert=opts.tls_cert, tls_key=opts.tls_key,
             tls_ca=opts.tls_ca,
         )
-    lease = None
+    leases: list[ServerLease] = []
+    standby: asyncio.Task[None] | None = None
     if settings is None:
         from natsop.embedded import acquire_shared
 
         lease = await acquire_shared(data_dir())
+        leases.append(lease)
         settings = embedded_settings((lease.url,), (lease.app.user, lease.app.password),
                                      (lease.system.user, lease.system.password))
+        if not lease.owner:
+            standby = asyncio.create_task(_stand_by(leases))
     ctx = Context(settings, files_dir=files_dir)
     try:
         yield ctx
     finally:
+        if standby is not None:
+            standby.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await standby
         await ctx.close()
-        if lease is not None:
+        for lease in leases:
             await lease.release()
+
+
+async def _stand_by(leases: list[ServerLease]) -> None:
+    """Joined another natsop's embedded server: when that natsop exits, keep the server going here."""
+    from natsop.embedded import take_over_when_gone
+
+    lease = leases[0]
+    while not lease.owner:
+        lease = await take_over_when_gone(lease)
+        leases.append(lease)  # a joined lease releases nothing; an owned one stops its server at exit
+        if lease.url != leases[0].url:
+            log.warning("the embedded server restarted on %s (its old port was taken); restart natsop to reconnect",
+                        lease.url)
+            return

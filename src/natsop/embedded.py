@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -44,7 +45,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
-from natsop.errors import ConfigError, UserError, scrub
+from natsop.errors import ConfigError, NatsopError, UserError, scrub
 
 __all__ = [
     "BINARY_ENV",
@@ -54,6 +55,7 @@ __all__ = [
     "ServerLease",
     "acquire_shared",
     "find_server_binary",
+    "take_over_when_gone",
 ]
 
 BINARY_ENV = "NATSOP_SERVER_BIN"
@@ -1125,3 +1127,18 @@ async def acquire_shared(data_dir: str | os.PathLike[str], *, wait_timeout: floa
             await asyncio.sleep(0.1)
     except OSError as exc:
         raise _store_error(directory, exc) from exc
+
+
+async def take_over_when_gone(lease: ServerLease, *, interval: float = 0.5) -> ServerLease:
+    """For a process that joined another's shared server: wait until that server is gone
+    (its owner stopped), then take over — start it again on the same store and, when free,
+    the same port, so this process's connections reconnect by themselves. Returns the new
+    lease (owned, or joined when another process took over first)."""
+    while True:
+        await asyncio.sleep(interval)
+        if await _join_running(lease.data_dir) is not None:
+            continue
+        try:
+            return await acquire_shared(lease.data_dir)
+        except NatsopError as err:
+            logging.getLogger("natsop.embedded").debug("take-over not yet possible: %s", err.message)
