@@ -18,7 +18,7 @@ import inspect
 import pkgutil
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -97,7 +97,6 @@ class Operation:
     summary: str
     description: str
     timeout_s: float
-    hidden_cli_fields: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def read_only(self) -> bool:

@@ -22,14 +22,13 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
+from natsop.context import Context, ProgressFn
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError
 from natsop.jsapi import JsApi
 from natsop.models import Confirmable, ConfirmParams, check_confirmation
@@ -66,7 +65,6 @@ LONG_OP_S = 24 * 3600.0
 # nats-server abandons a restore after 5s without data; wait a little longer before looking again.
 _ABANDON_WAIT_S = 6.0
 
-ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 def _directory_field(what: str) -> Any:
