@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -216,3 +217,14 @@ async def snapshot(nc: NATS) -> dict[str, Any]:
                                         "ack_pending": c["num_ack_pending"], "paused": c.get("paused", False)}
         out[info["config"]["name"]] = {"config": config, "state": state, "consumers": consumers}
     return out
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 10) -> None:
+    """Ask a child process to stop, and kill it if it has not within `grace_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -15,6 +15,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tests.harness import stop_process
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -72,13 +74,7 @@ def serve_http(env: dict[str, str], tmp_path: Path, *args: str, global_args: tup
             assert proc.poll() is None, served.stderr
         yield served
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 @asynccontextmanager

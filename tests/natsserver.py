@@ -19,6 +19,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from natsop.embedded import find_server_binary
+from tests.harness import stop_process
 
 
 class ConfiguredServer:
@@ -86,13 +87,7 @@ class ConfiguredServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         for candidate in self.directory.glob(f"*_{proc.pid}.ports"):
             candidate.unlink(missing_ok=True)
 
