@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 
 from natsop import EmbeddedCluster, EmbeddedServer, Toolkit
 from natsop.errors import Unsupported, UserError
-from natsop.ops.trace import check_trace_support
+from natsop.ops.trace import _unreported, check_trace_support
 from natsop.registry import Impact, get
 from natsop.settings import embedded_settings
 from tests.conftest import CliFn, cli_json, mcp_client
@@ -154,6 +154,20 @@ def test_trace_needs_a_2_11_server() -> None:
     assert err.value.code == "trace_unsupported" and "2.11" in err.value.message
     check_trace_support("2.11.0")
     check_trace_support("2.15.1")
+
+
+def _report(hop: str, forwarded: int) -> dict[str, Any]:
+    header = {"Nats-Trace-Hop": [hop]} if hop else {}
+    return {"server": {"name": f"s{hop}"}, "request": {"header": header}, "hops": forwarded}
+
+
+def test_trace_waits_for_the_origin_and_every_forwarded_hop_in_any_order() -> None:
+    # The far server's report can arrive before the origin's: one report is not a complete trace.
+    assert _unreported([_report("1", 0)]) == 1
+    assert _unreported([_report("1", 0), _report("", 1)]) == 0
+    # The origin forwards to two servers, the second forwards once more.
+    assert _unreported([_report("", 2), _report("2", 1)]) == 2
+    assert _unreported([_report("", 2), _report("2", 1), _report("2.1", 0), _report("1", 0)]) == 0
 
 
 # --- across a cluster

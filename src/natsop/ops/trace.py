@@ -175,6 +175,20 @@ def _hop_of(report: dict[str, Any]) -> str:
     return ""
 
 
+def _unreported(reports: list[dict[str, Any]]) -> int:
+    """How many servers on the path have not reported yet: the origin ('') and every hop a report forwarded to.
+
+    A server at hop h that forwards to n servers names them h.1 ... h.n (1 ... n at the origin),
+    so the set of expected reports is known exactly, whatever order the reports arrive in.
+    """
+    seen = {_hop_of(r) for r in reports}
+    expected = {""}
+    for report in reports:
+        hop = _hop_of(report)
+        expected.update(f"{hop}.{i}" if hop else str(i) for i in range(1, int(report.get("hops") or 0) + 1))
+    return len(expected - seen)
+
+
 def _hop_order(hop: str) -> tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else 0 for p in hop.split(".")) if hop else ()
 
@@ -211,8 +225,7 @@ async def trace(ctx: Context, params: TraceParams) -> TraceResult:
             return
         reports.append(report)
         # Each report says how many servers it forwarded to; each of those reports too.
-        expected = 1 + sum(int(r.get("hops") or 0) for r in reports)
-        if len(reports) >= min(expected, params.max_hops):
+        if not _unreported(reports) or len(reports) >= params.max_hops:
             everyone_reported.set()
 
     loop = asyncio.get_running_loop()
@@ -230,8 +243,8 @@ async def trace(ctx: Context, params: TraceParams) -> TraceResult:
         raise from_nats(exc, context=f"trace {params.subject}") from None
     elapsed = loop.time() - started
 
-    expected = 1 + sum(int(r.get("hops") or 0) for r in reports)
-    complete = bool(reports) and len(reports) >= expected
+    unreported = _unreported(reports)
+    complete = bool(reports) and not unreported
     truncated = len(reports) > params.max_hops
     kept = sorted(reports, key=lambda r: _hop_order(_hop_of(r)))[: params.max_hops]
     hops: list[TraceHop] = []
@@ -252,7 +265,7 @@ async def trace(ctx: Context, params: TraceParams) -> TraceResult:
         notes.append(f"No server reported within {params.timeout_s:g}s: the path may cross a server older than "
                      "2.11, or the trace subject is not reachable for this account.")
     elif not complete and not truncated:
-        notes.append(f"{expected - len(reports)} forwarded server(s) did not report within {params.timeout_s:g}s; "
+        notes.append(f"{unreported} forwarded server(s) did not report within {params.timeout_s:g}s; "
                      "raise timeout_s, or those servers may not support tracing.")
     receivers = any(e.type in ("egress", "jetstream") for e in events)
     crossed = sorted({e.account for e in events if e.type in ("service_import", "stream_export") and e.account})
