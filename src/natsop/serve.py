@@ -66,13 +66,12 @@ def _read_token(token_file: str | None) -> str | None:
 
 
 async def serve_stdio(conn: ConnectOptions, *, read_only: bool, files_dir: str | None) -> None:
-    from mcp.server.stdio import stdio_server
-
     from natsop.mcp_server import build_server
+    from natsop.stdio import stdio_transport
 
     async with open_context(conn, files_dir=files_dir) as ctx:
         server = build_server(ctx, read_only=read_only)
-        async with stdio_server() as (read, write):
+        async with stdio_transport() as (read, write):
             await server.run(read, write, server.create_initialization_options())
 
 

@@ -1,0 +1,161 @@
+"""The stdio transport for `natsop serve`, on the event loop's own pipe I/O.
+
+The MCP SDK's `stdio_server` reads and writes through `anyio.wrap_file`, which hands
+every line read, every write and every flush to a worker thread: about a dozen thread
+round trips per tool call, the largest single cost natsop's MCP layer measured
+(`docs/benchmarks.md`). When stdin and stdout are pipes or sockets, as they are
+whenever an MCP client starts natsop, they can be read and written by the event loop
+directly instead. natsop still runs the SDK's `stdio_server` for the protocol side
+(message parsing, the session streams); only the byte I/O underneath it changes.
+
+Like the SDK, natsop takes fd 0 and 1 for the wire while it serves: fd 0 then reads
+the null device and fd 1 goes to stderr, so stray prints or child processes cannot
+corrupt the JSON-RPC stream. Both are restored on exit.
+
+Anything else (a terminal, a regular file, Windows) uses the SDK's transport as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, cast
+
+__all__ = ["fast_stdio_possible", "stdio_transport"]
+
+# One JSON-RPC message per line; object_put sends base64 payloads, so lines can be large.
+# The reader buffers only what has arrived; the limit only bounds a runaway line.
+MAX_LINE_BYTES = 1 << 30
+
+
+def _is_pipe_or_socket(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def fast_stdio_possible() -> bool:
+    """True when stdin and stdout are both pipes or sockets on a POSIX system."""
+    return sys.platform != "win32" and _is_pipe_or_socket(0) and _is_pipe_or_socket(1)
+
+
+class _Lines:
+    """`async for line in ...` over a pipe, as text, like the SDK's wrapped stdin."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as end:
+            if not end.partial:
+                raise StopAsyncIteration from None
+            line = end.partial  # a last line without a newline
+        return line.decode("utf-8", "replace")
+
+
+class _WriteFlow(asyncio.Protocol):
+    """Write-side protocol: remembers back-pressure and a lost connection."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.lost: BaseException | None = None
+        self.closed = asyncio.Event()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or BrokenPipeError("stdout closed")
+        self.writable.set()
+        self.closed.set()
+
+
+class _Writer:
+    """`write` and `flush` as the SDK calls them on its wrapped stdout."""
+
+    def __init__(self, transport: asyncio.WriteTransport, flow: _WriteFlow) -> None:
+        self._transport = transport
+        self._flow = flow
+
+    async def write(self, text: str) -> int:
+        if self._flow.lost is not None:
+            raise self._flow.lost
+        data = text.encode("utf-8")
+        self._transport.write(data)
+        return len(text)
+
+    async def flush(self) -> None:
+        # The transport writes at once and buffers the rest; wait only under back-pressure.
+        await self._flow.writable.wait()
+        if self._flow.lost is not None:
+            raise self._flow.lost
+
+
+@contextlib.contextmanager
+def _claimed_std_fds() -> Iterator[tuple[int, int]]:
+    """Take fd 0 and 1 for the wire: yields private duplicates; meanwhile fd 0 reads /dev/null, fd 1 goes to stderr.
+
+    On exit fd 0 and 1 point at the wire again, in the blocking mode they had.
+    """
+    saved = [os.dup(0), os.dup(1)]
+    blocking = [os.get_blocking(0), os.get_blocking(1)]
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+    finally:
+        os.close(null)
+    try:
+        # The event loop's transports own (and close) these; `saved` keeps the wire for the restore.
+        wire = [os.dup(fd) for fd in saved]
+        for fd in wire:
+            os.set_inheritable(fd, False)
+        yield wire[0], wire[1]
+    finally:
+        for std, fd, was_blocking in zip((0, 1), saved, blocking, strict=True):
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, was_blocking)  # the loop made the shared description non-blocking
+                os.dup2(fd, std)
+            os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def stdio_transport() -> AsyncIterator[tuple[Any, Any]]:
+    """The MCP session streams over stdin/stdout, with pipe I/O on the event loop where possible."""
+    from mcp.server.stdio import stdio_server
+
+    if not fast_stdio_possible():
+        async with stdio_server() as streams:
+            yield streams
+        return
+    loop = asyncio.get_running_loop()
+    with _claimed_std_fds() as (wire_in, wire_out):
+        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+        read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                         os.fdopen(wire_in, "rb", buffering=0))
+        write_transport, flow = await loop.connect_write_pipe(_WriteFlow, os.fdopen(wire_out, "wb", buffering=0))
+        try:
+            # The SDK only iterates stdin and calls write/flush on stdout: these stand in for its wrapped files.
+            lines, writer = cast(Any, _Lines(reader)), cast(Any, _Writer(write_transport, flow))
+            async with stdio_server(stdin=lines, stdout=writer) as streams:
+                yield streams
+        finally:
+            read_transport.close()
+            write_transport.close()  # writes out what is still buffered, then closes
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flow.closed.wait(), 5)
