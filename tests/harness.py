@@ -4,10 +4,13 @@ environment, natscli contexts, and minimal arguments for any registered tool.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -228,3 +231,15 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def await_interest(monitor_url: str, subject: str, within_s: float = 20) -> None:
+    """Wait until the server has a subscription matching `subject` (its /subsz test), e.g. one a tool made."""
+    url = f"{monitor_url}/subsz?subs=1&test={urllib.parse.quote(subject)}"
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+        if json.loads(body).get("total"):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"no subscription for {subject} within {within_s}s"
+        await asyncio.sleep(0.02)

@@ -426,13 +426,13 @@ async def test_watch_initial_values_history_and_options(toolkit: Toolkit, uniq: 
     await _put(toolkit, uniq, "b", "b0")
     await toolkit.call("kv_del", bucket=uniq, key="b")
 
-    initial = await toolkit.call("kv_watch", bucket=uniq, initial_values=True, timeout_s=0.5)
+    initial = await toolkit.call("kv_watch", bucket=uniq, initial_values=True, timeout_s=2)
     assert isinstance(initial, KvWatchResult) and initial.initial_values_done is True
     assert [(e.key, e.operation) for e in initial.entries] == [("a", "PUT"), ("b", "DEL")]
     assert initial.entries[0].value is not None and initial.entries[0].value.data == "a2"
 
     history = await toolkit.call("kv_watch", bucket=uniq, include_history=True, ignore_deletes=True,
-                                 meta_only=True, timeout_s=0.5)
+                                 meta_only=True, timeout_s=2)
     assert isinstance(history, KvWatchResult)
     assert [(e.key, e.value) for e in history.entries] == [("a", None)] * 3 + [("b", None)]
 

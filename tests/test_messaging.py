@@ -16,6 +16,7 @@ from natsop import EmbeddedServer, Toolkit
 from natsop.errors import Conflict, NatsopError, NotFound, Unavailable, Unsupported
 from natsop.events import new_event, publish_event, uuid7
 from tests.conftest import CliFn, cli_json, mcp_client
+from tests.harness import await_interest
 
 
 async def raw(server: EmbeddedServer) -> Any:
@@ -28,7 +29,7 @@ async def test_subscribe_collects_until_count_or_time(toolkit: Toolkit, server: 
     nc = await raw(server)
     try:
         async def publish_later() -> None:
-            await asyncio.sleep(0.3)
+            await await_interest(server.monitor_url, f"{uniq}.x.0")  # the tool's subscription
             for i in range(5):
                 await nc.publish(f"{uniq}.x.{i}", f"m{i}".encode(), headers={"K": str(i)})
             await nc.flush()
