@@ -5,11 +5,13 @@ result under an output schema (as natsop's tools do). It is the baseline for
 start-up (an SDK hello server's initialize) and for per-call latency (what the MCP
 transport costs when the tool does nothing).
 
-    python bench/_hello_server.py
+    python bench/_hello_server.py                  # the SDK's stdio transport
+    python bench/_hello_server.py --natsop-stdio   # natsop's (natsop.stdio), as `natsop serve` uses
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import anyio
@@ -37,6 +39,12 @@ async def call_tool(_: ServerRequestContext[Any], params: types.CallToolRequestP
 
 async def main() -> None:
     server: Server[Any] = Server("hello", version="0", on_list_tools=list_tools, on_call_tool=call_tool)
+    if "--natsop-stdio" in sys.argv[1:]:
+        from natsop.stdio import stdio_transport
+
+        async with stdio_transport() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+        return
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 

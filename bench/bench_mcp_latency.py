@@ -153,6 +153,7 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
     sys_nc = await nats.connect(server.url, user=server.system.user, password=server.system.password)
     samples: dict[str, dict[str, list[float]]] = {op: {layer: [] for layer in LAYERS} for op in OPS}
     noop: list[float] = []
+    noop_natsop: list[float] = []
     try:
         async with Toolkit.for_server(server) as tk:
             await prepare(tk)
@@ -161,10 +162,14 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
             params = StdioServerParameters(command=sys.executable, args=["-m", "natsop", "serve"], env=env)
             hello = StdioServerParameters(command=sys.executable, args=[str(BENCH_DIR / "_hello_server.py")],
                                           env=env)
+            hello_natsop = StdioServerParameters(command=sys.executable, env=env,
+                                                 args=[str(BENCH_DIR / "_hello_server.py"), "--natsop-stdio"])
             async with Client(params, read_timeout_seconds=60) as client, \
-                    Client(hello, read_timeout_seconds=60) as bare:
+                    Client(hello, read_timeout_seconds=60) as bare, \
+                    Client(hello_natsop, read_timeout_seconds=60) as bare_natsop:
                 over_mcp = mcp_calls(client)
                 await bare.call_tool("noop", {})
+                await bare_natsop.call_tool("noop", {})
                 layers = {"nats_py": floor, "toolkit": ours, "mcp": over_mcp}
                 per_round = max(1, -(-calls // rounds))
                 for r in range(rounds):
@@ -173,6 +178,8 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
                         for layer in LAYERS:
                             samples[op][layer] += await time_calls(layers[layer][op], per_round, warmup=w)
                     noop.extend(await time_calls(lambda: bare.call_tool("noop", {}), per_round, warmup=w))
+                    noop_natsop.extend(await time_calls(lambda: bare_natsop.call_tool("noop", {}), per_round,
+                                                        warmup=w))
                     log(f"round {r + 1}/{rounds} done")
                 tk_nc, tk_sys = await tk.context.nc(), await tk.context.system()
                 requests = {op: {"nats_py": await requests_per_call(floor[op], (nc, sys_nc)),
@@ -184,6 +191,8 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
         await sys_nc.close()
 
     noop_summary = summary(noop)
+    # natsop serves stdio on its own transport (natsop.stdio): the floor is the bare server on that transport.
+    floor_summary = summary(noop_natsop)
     results: dict[str, Any] = {}
     for op in OPS:
         s = {layer: summary(samples[op][layer]) for layer in LAYERS}
@@ -198,13 +207,13 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
             "ratio_toolkit_to_nats_py": ratio(tk_ms, floor_ms),
             "ops_layer_ms": round(tk_ms - floor_ms, 3),
             "mcp_layer_ms": round(mcp_ms - tk_ms, 3),
-            # What natsop adds beyond the SDK's own stdio round trip (the noop tool) and the request itself.
-            "beyond_sdk_floor_ms": round(mcp_ms - noop_summary["median"] - floor_ms, 3),
+            # What natsop adds beyond a bare SDK server's round trip on the same transport and the request itself.
+            "beyond_sdk_floor_ms": round(mcp_ms - floor_summary["median"] - floor_ms, 3),
             "client_validation_ms": validation[op]["median"],
             **costs[op],
             "target_met": overhead <= TARGET_MS,
         }
-    return {"ops": results, "mcp_noop": noop_summary}
+    return {"ops": results, "mcp_noop": noop_summary, "mcp_noop_natsop_stdio": floor_summary}
 
 
 # --- profile -------------------------------------------------------------------------------------
@@ -331,7 +340,8 @@ def table(result: dict[str, Any]) -> str:
                      f"| {r['mcp']['median']:.3f} | {r['overhead_ms']:+.3f} | {r['ratio_mcp_to_nats_py']} "
                      f"| {req['toolkit']:g} / {req['nats_py']:g} | {'met' if r['target_met'] else 'missed'} |")
     lines.append(f"\nmcp noop (transport alone): median {result['mcp_noop']['median']:.3f} ms, "
-                 f"p95 {result['mcp_noop']['p95']:.3f} ms")
+                 f"p95 {result['mcp_noop']['p95']:.3f} ms (SDK stdio); "
+                 f"median {result['mcp_noop_natsop_stdio']['median']:.3f} ms (natsop stdio)")
     return "\n".join(lines)
 
 

@@ -100,6 +100,7 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
                     f"{met} of {len(ops)} tools; {best[0]} {best[1]['overhead_ms']:+.2f} ms … "
                     f"{worst[0]} {worst[1]['overhead_ms']:+.2f} ms", d["all_targets_met"]))
     noop = d["mcp_noop"]
+    noop_ours = d.get("mcp_noop_natsop_stdio")
     prof = d.get("profile") or {}
     if not d["all_targets_met"]:
         note = (f"MCP call overhead: the bare SDK's own stdio round trip is {ms(noop['median'])} ms; "
@@ -120,7 +121,8 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
         "(`Toolkit.call`). *mcp*: a real MCP client over stdio to `python -m natsop serve`. "
         "*overhead* = mcp - nats-py; *ops layer* = toolkit - nats-py; *MCP layer* = mcp - toolkit (the SDK on "
         "both sides, stdio, JSON, and natsop's text rendering of the result); *beyond SDK floor* = overhead "
-        "minus the bare SDK's own round trip (the noop tool below): what natsop itself adds. "
+        "minus a bare SDK server's round trip on the same stdio transport (the noop tool below): what natsop "
+        "itself adds. "
         "*requests*: messages each call sends, counted on the connections.",
         "",
         table(["tool", "nats-py", "toolkit", "mcp", "overhead ms", "mcp / nats-py", "ops layer ms",
@@ -131,7 +133,12 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
         f"nothing (`bench/_hello_server.py`) — costs **{ms(noop['median'])} ms** median "
         f"(p95 {ms(noop['p95'])} ms) per call"
         + (f", more than the {d['target_ms']} ms target by itself" if noop["median"] > d["target_ms"] else "")
-        + ". The client's own revalidation of each structured result "
+        + "."
+        + (f" On natsop's stdio transport (`natsop.stdio`: the event loop reads and writes the pipes, where the "
+           f"SDK hands each read, write and flush to a worker thread), the same bare server costs "
+           f"**{ms(noop_ours['median'])} ms** (p95 {ms(noop_ours['p95'])} ms); that is the floor *beyond SDK "
+           f"floor* subtracts, since `natsop serve` uses that transport." if noop_ours else "")
+        + " The client's own revalidation of each structured result "
         "against the tool's output schema (part of every *mcp* figure) costs "
         + ", ".join(f"{op} {ms(r['client_validation_ms'])}" for op, r in ops.items()) + " ms.",
     ]
