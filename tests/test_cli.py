@@ -32,7 +32,7 @@ def test_every_operation_has_a_command_with_help() -> None:
         assert cmd.help and len(cmd.help) > 10, op.tool
         for param in cmd.params:
             if isinstance(param, click.Option) and param.name not in ("help",):
-                assert param.help is not None, (op.tool, param.name)
+                assert param.help and param.help.strip(), (op.tool, param.name)
     for path, cmd in commands.items():
         assert cmd.help or cmd.short_help, path
 

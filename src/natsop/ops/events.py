@@ -26,7 +26,7 @@ class EventPublishParams(Params):
     causation_id: str | None = Field(default=None, max_length=255, description="The id of the event that caused it")
     event_id: str | None = Field(default=None, max_length=255,
                                  description="Reuse an id to retry safely (default: a new UUIDv7)")
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Seconds to wait for the stream's answer")
 
 
 class EventPublishResult(Result):

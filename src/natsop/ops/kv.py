@@ -212,7 +212,7 @@ class KvAddParams(BucketParams):
     max_value_size: int | None = Field(default=None, ge=1, description="Largest value in bytes")
     max_bytes: int | None = Field(default=None, ge=-1,
                                   description="Size guard for the whole bucket in bytes; -1 = deliberately none")
-    storage: Literal["file", "memory"] = "file"
+    storage: Literal["file", "memory"] = Field(default="file", description="file survives restarts; memory does not")
     replicas: int = Field(default=1, ge=1, le=5, description="1 on one server; 3 in production clusters")
     compression: bool = Field(default=True, description="s2 compression on disk")
     description: str | None = Field(default=None, max_length=4096, description="What the bucket holds and why")
@@ -223,8 +223,10 @@ class KvAddParams(BucketParams):
     limit_marker_ttl_s: float | None = Field(
         default=None, ge=1, le=10 * 365 * 86400,
         description="Enable limit markers and per-key TTLs (2.11+): seconds a marker for an expired key is kept")
-    placement_cluster: str | None = Field(default=None, max_length=255)
-    placement_tags: list[str] | None = Field(default=None, max_length=64)
+    placement_cluster: str | None = Field(default=None, max_length=255,
+                                          description="Place the replicas in this cluster")
+    placement_tags: list[str] | None = Field(default=None, max_length=64,
+                                             description="Place the replicas on servers with all these tags")
     metadata: dict[str, str] | None = Field(default=None, description="Free-form labels")
 
 

@@ -106,7 +106,7 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> SubscribeResult:
 class RequestParams(Params):
     subject: PublishSubject
     payload: str = Field(default="", description="The request body (text, or base64 with payload_encoding)")
-    payload_encoding: Literal["utf-8", "base64"] = Field(default="utf-8")
+    payload_encoding: Literal["utf-8", "base64"] = Field(default="utf-8", description="How `payload` is written")
     headers: dict[str, list[str]] | None = Field(default=None, max_length=256, description="Request headers")
     timeout_s: float = Field(default=2.0, gt=0, le=60, description="How long to wait for the reply (max 60)")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=0, le=MAX_PAYLOAD_BYTES,

@@ -474,7 +474,7 @@ class ObjectPutParams(Params):
     data: str | None = Field(default=None, max_length=1_400_000,
                              description="Inline data instead of a file (at most 1 MiB once decoded)")
     data_encoding: Literal["utf-8", "base64"] = Field(default="utf-8", description="How `data` is written")
-    description: str | None = Field(default=None, max_length=4096)
+    description: str | None = Field(default=None, max_length=4096, description="What the object is")
     headers: dict[str, list[str]] | None = Field(default=None, description="Headers stored with the object")
     metadata: dict[str, str] | None = Field(default=None, description="Labels stored with the object")
     chunk_size: int = Field(default=objstore.DEFAULT_CHUNK_SIZE, ge=objstore.MIN_CHUNK_SIZE,

@@ -34,7 +34,7 @@ class BatchMessage(BaseModel):
 
     subject: PublishSubject
     payload: str = Field(default="", description="Text, or base64 with payload_encoding")
-    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    payload_encoding: Literal["utf-8", "base64"] = Field(default="utf-8", description="How `payload` is written")
     headers: dict[str, str] | None = Field(default=None, max_length=64)
 
 
@@ -43,7 +43,7 @@ class PublishBatchParams(Params):
                                          description=f"The messages, stored all together or not at all (max {MAX_BATCH})")
     expected_last_seq: int | None = Field(default=None, ge=0,
                                           description="Store the batch only if the stream's last sequence is this")
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Seconds to wait for the stream's answer")
 
 
 class PublishBatchResult(Result):
@@ -146,7 +146,7 @@ async def publish_batch(ctx: Context, params: PublishBatchParams) -> PublishBatc
 class CounterAddParams(Params):
     subject: PublishSubject = Field(description="The counter's subject (in a stream with allow_msg_counter)")
     increment: int = Field(description="Signed amount to add, e.g. 1 or -5 (0 reads the value back)")
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Seconds to wait for the stream's answer")
 
 
 class CounterValue(Result):
@@ -177,7 +177,7 @@ class CounterGetParams(Params):
     stream: StreamName = Field(description="The counter stream")
     subject: SubjectFilter = Field(description="A counter's subject, or a wildcard to sum several")
     max_subjects: int = Field(default=1000, ge=1, le=1024, description="At most this many counters with a wildcard")
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Seconds to wait for the stream's answer")
 
 
 class CounterEntry(BaseModel):
@@ -258,9 +258,9 @@ class ScheduleParams(Params):
     target: PublishSubject = Field(description="Where the message is published when due (same stream)")
     at: datetime = Field(description="When to publish it (RFC 3339, e.g. 2030-01-01T09:00:00Z)")
     payload: str = Field(default="", description="The message to deliver")
-    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    payload_encoding: Literal["utf-8", "base64"] = Field(default="utf-8", description="How `payload` is written")
     ttl: str | None = Field(default=None, max_length=32, description="Nats-Schedule-TTL for the produced message")
-    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Seconds to wait for the stream's answer")
 
 
 class ScheduleResult(Result):

@@ -192,17 +192,21 @@ class StreamConfigParams(Params):
         default=None, description="Default limits: keep messages until a limit removes them")
     storage: Literal["file", "memory"] | None = Field(default=None, description="Default file")
     replicas: int | None = Field(default=None, ge=1, le=5, description="1 on one server; 3 in production clusters")
-    max_msgs: int | None = Field(default=None, ge=-1)
-    max_bytes: int | None = Field(default=None, ge=-1)
+    max_msgs: int | None = Field(default=None, ge=-1, description="Most messages kept; -1 = no limit")
+    max_bytes: int | None = Field(default=None, ge=-1,
+                                  description="Most bytes kept; -1 = no limit (set one: disks fill)")
     max_age_s: float | None = Field(default=None, ge=0, description="Seconds to keep a message; 0 = forever")
-    max_msg_size: int | None = Field(default=None, ge=-1)
-    max_msgs_per_subject: int | None = Field(default=None, ge=-1)
-    discard: Literal["old", "new"] | None = None
+    max_msg_size: int | None = Field(default=None, ge=-1, description="Largest message accepted; -1 = no limit")
+    max_msgs_per_subject: int | None = Field(default=None, ge=-1,
+                                             description="Messages kept per subject (1 = last value); -1 = no limit")
+    discard: Literal["old", "new"] | None = Field(
+        default=None, description="At a limit: old drops the oldest messages, new refuses new ones (default old)")
     duplicate_window_s: float | None = Field(default=None, ge=0, description="Dedup window for Nats-Msg-Id")
     compression: Literal["none", "s2"] | None = Field(default=None, description="s2 is worth it for file streams")
     deny_delete: bool | None = Field(default=None, description="True for event streams: messages are never deleted")
     deny_purge: bool | None = Field(default=None, description="True for event streams: never purged")
-    allow_rollup_hdrs: bool | None = None
+    allow_rollup_hdrs: bool | None = Field(default=None,
+                                           description="Allow Nats-Rollup headers that replace a subject's messages")
     allow_direct: bool | None = Field(default=None,
                                       description="Serve Direct Get from every replica (stream_add's default: on)")
     mirror_direct: bool | None = Field(default=None, description="Mirrors of this stream also answer Direct Get")
@@ -215,8 +219,9 @@ class StreamConfigParams(Params):
     allow_atomic: bool | None = Field(default=None, description="Atomic batch publish (2.12+)")
     allow_msg_counter: bool | None = Field(default=None, description="Distributed counters (2.12+, create only)")
     allow_msg_schedules: bool | None = Field(default=None, description="Message schedules (2.12+)")
-    placement_cluster: str | None = None
-    placement_tags: list[str] | None = None
+    placement_cluster: str | None = Field(default=None, description="Place the replicas in this cluster")
+    placement_tags: list[str] | None = Field(default=None,
+                                             description="Place the replicas on servers with all these tags")
     metadata: dict[str, str] | None = Field(default=None, description="Free-form labels, e.g. why a default changed")
     sealed: bool | None = Field(default=None, description="Seal the stream (irreversible; update only)")
 
