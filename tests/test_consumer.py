@@ -281,10 +281,12 @@ async def test_next_shows_headers_and_bounds_payloads(toolkit: Toolkit, uniq: st
     nc = await toolkit.context.nc()
     await nc.request(f"{uniq}.big", b"x" * 1000, headers={"Trace": "t-1"}, timeout=5)
     await nc.request(f"{uniq}.bin", b"\xff\xfe\x00", timeout=5)
+    await toolkit.call("publish", subject=f"{uniq}.repeated", headers={"Tag": ["a", "b"]})
     await _add(toolkit, stream=uniq, consumer="c")
-    got = await _next(toolkit, uniq, "c", count=2, max_payload_bytes=10, ack=True)
-    big, binary = got.messages
+    got = await _next(toolkit, uniq, "c", count=3, max_payload_bytes=10, ack=True)
+    big, binary, repeated = got.messages
     assert big.headers == {"Trace": ["t-1"]}
+    assert repeated.headers == {"Tag": ["a", "b"]}  # every value of a repeated header
     assert big.payload.truncated and big.payload.size == 1000 and big.payload.data == "x" * 10
     assert binary.payload.encoding == "base64"
     assert big.time is not None and big.time.endswith("Z")

@@ -67,6 +67,18 @@ async def test_view_pages_reach_the_end_once_per_message_across_gaps(toolkit: To
 
 
 @pytest.mark.parametrize("allow_direct", [True, False], ids=["direct_get", "msg_get"])
+async def test_view_and_get_keep_every_value_of_a_repeated_header(toolkit: Toolkit, uniq: str,
+                                                                  allow_direct: bool) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"], allow_direct=allow_direct)
+    sent = {"Tag": ["blue", "green", "red"], "One": ["only"]}
+    await toolkit.call("publish", subject=f"{uniq}.h", payload="x", headers=sent)
+    page: Any = await toolkit.call("stream_view", stream=uniq)
+    assert page.messages[0].headers == sent
+    got: Any = await toolkit.call("stream_get", stream=uniq, seq=1)
+    assert got.message.headers == sent
+
+
+@pytest.mark.parametrize("allow_direct", [True, False], ids=["direct_get", "msg_get"])
 async def test_view_page_fields(toolkit: Toolkit, uniq: str, allow_direct: bool) -> None:
     await _fill(toolkit, uniq, 10, allow_direct=allow_direct)
     page: Any = await toolkit.call("stream_view", stream=uniq, limit=4)

@@ -25,6 +25,7 @@ import nats.errors as nats_errors
 from nats.aio.client import Client as NATS
 
 from natsop.errors import ConfigError, NatsopError, PermissionDenied, Unavailable, from_nats, scrub
+from natsop.models import MultiValueHeaders, parse_header_block
 from natsop.settings import Settings, Target
 
 __all__ = ["CONNECT_TIMEOUT_S", "Connections", "connect_options"]
@@ -65,6 +66,8 @@ class _Client(NATS):
     And closing a socket whose TLS handshake failed waits at most `_CLOSE_WAIT_S`: nats-py
     waits for the plain stream to report its end, which never comes once the socket was
     handed to TLS, so a wrong CA would otherwise hang the connection attempt for good.
+    It also keeps every value of a repeated header (nats-py keeps the last), see
+    `models.MultiValueHeaders`.
     """
 
     require_tls = False
@@ -80,6 +83,15 @@ class _Client(NATS):
             await super()._connect_to_server(s)
         finally:
             _bound_wait_closed(self._transport)
+
+    async def _process_headers(self, headers: Any) -> Any:
+        # nats-py keeps one value per header name; keep them all where a name repeats.
+        parsed = await super()._process_headers(headers)
+        if parsed and headers and bytes(headers).count(b"\r\n") - 2 > len(parsed):  # more lines than names
+            every = parse_header_block(bytes(headers))
+            if every and any(len(values) > 1 for values in every.values()):
+                return MultiValueHeaders(parsed, every)
+        return parsed
 
 
 _CLOSE_WAIT_S = 0.5

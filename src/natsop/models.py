@@ -20,10 +20,12 @@ __all__ = [
     "ConfirmParams",
     "Confirmable",
     "Message",
+    "MultiValueHeaders",
     "Payload",
     "check_confirmation",
     "decode_input",
     "headers_of",
+    "parse_header_block",
     "payload_of",
 ]
 
@@ -70,10 +72,37 @@ def decode_input(data: str, encoding: Literal["utf-8", "base64"]) -> bytes:
     return data.encode("utf-8")
 
 
-def headers_of(raw: Any) -> dict[str, list[str]] | None:
-    """Normalise nats-py / decoded headers into `{name: [values]}`."""
+def parse_header_block(raw: bytes | None) -> dict[str, list[str]] | None:
+    """Parse a raw NATS header block (`NATS/1.0\\r\\nName: value\\r\\n...`), keeping repeated names."""
     if not raw:
         return None
+    out: dict[str, list[str]] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            out.setdefault(name.strip(), []).append(value.strip())
+    return out or None
+
+
+class MultiValueHeaders(dict[str, str]):
+    """nats-py's headers (one value per name: the last) that also keep every value of each name in `every`.
+
+    nats-py parses a message's headers into a plain dict, so a header sent twice loses
+    its first value. natsop's client hands such headers over as this dict instead
+    (connection._Client), and `headers_of` reads `every`.
+    """
+
+    def __init__(self, last: dict[str, str], every: dict[str, list[str]]) -> None:
+        super().__init__(last)
+        self.every = every
+
+
+def headers_of(raw: Any) -> dict[str, list[str]] | None:
+    """Normalise nats-py / decoded headers into `{name: [values]}`, repeated values included where known."""
+    if not raw:
+        return None
+    if isinstance(raw, MultiValueHeaders):
+        return {name: list(values) for name, values in raw.every.items()}
     out: dict[str, list[str]] = {}
     for k, v in dict(raw).items():
         out[str(k)] = [str(x) for x in v] if isinstance(v, list) else [str(v)]

@@ -27,6 +27,8 @@ from natsop.models import (
     ConfirmParams,
     Message,
     check_confirmation,
+    headers_of,
+    parse_header_block,
     payload_of,
 )
 from natsop.ops._common import PageParams, parse_time
@@ -34,7 +36,7 @@ from natsop.ops.stream import StreamState, fetch_stream_info
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import StreamName, SubjectFilter
 
-__all__ = ["fetch_message", "parse_headers"]
+__all__ = ["fetch_message"]
 
 DEFAULT_VIEW_PAGE = 20
 MAX_VIEW_PAGE = 500
@@ -52,30 +54,18 @@ _DIRECT_HEADERS = frozenset({
 })
 
 
-def parse_headers(raw: bytes | None) -> dict[str, list[str]] | None:
-    """Parse a raw NATS header block (`NATS/1.0\\r\\nName: value\\r\\n...`), keeping repeated names."""
-    if not raw:
-        return None
-    out: dict[str, list[str]] = {}
-    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
-        name, sep, value = line.partition(":")
-        if sep and name.strip():
-            out.setdefault(name.strip(), []).append(value.strip())
-    return out or None
-
-
 def _api_message(m: dict[str, Any], max_bytes: int) -> Message:
     """A `Message` from a STREAM.MSG.GET response's `message` object."""
     hdrs = base64.b64decode(m["hdrs"]) if m.get("hdrs") else None
     data = base64.b64decode(m["data"]) if m.get("data") else b""
     return Message(seq=int(m.get("seq") or 0), subject=str(m.get("subject") or ""), time=m.get("time"),
-                   headers=parse_headers(hdrs), payload=payload_of(data, max_bytes))
+                   headers=parse_header_block(hdrs), payload=payload_of(data, max_bytes))
 
 
 def _direct_message(msg: Msg, max_bytes: int) -> Message:
     """A `Message` from a Direct Get reply (the stored message with the server's headers added)."""
     hdrs = msg.headers or {}
-    user = {str(k): [str(v)] for k, v in hdrs.items() if str(k) not in _DIRECT_HEADERS}
+    user = {k: v for k, v in (headers_of(hdrs) or {}).items() if k not in _DIRECT_HEADERS}
     return Message(seq=int(hdrs.get("Nats-Sequence", 0)), subject=str(hdrs.get("Nats-Subject", "")),
                    time=hdrs.get("Nats-Time-Stamp"), headers=user or None, payload=payload_of(msg.data, max_bytes))
 
