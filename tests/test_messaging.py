@@ -98,6 +98,15 @@ async def test_event_publish_envelope_headers_and_dedup(toolkit: Toolkit, server
     try:
         ack = await publish_event(nc, f"{uniq}.orders.shipped", new_event("order.shipped", {"order_id": 7}))
         assert ack["seq"] == 2
+        # A stream's refusal is an error, not an acknowledgement-shaped dict.
+        await toolkit.call("stream_add", stream=f"{uniq}_full", subjects=[f"{uniq}_full.>"], max_msgs=1,
+                           discard="new")
+        await publish_event(nc, f"{uniq}_full.a", new_event("t", {}))
+        with pytest.raises(NatsopError) as refused:
+            await publish_event(nc, f"{uniq}_full.b", new_event("t", {}))
+        assert "maximum messages" in refused.value.message.lower(), refused.value.message
+        with pytest.raises(Unavailable):
+            await publish_event(nc, f"{uniq}_nostream.x", new_event("t", {}))
     finally:
         await nc.close()
     with pytest.raises(NatsopError) as err:

@@ -77,9 +77,18 @@ def event_headers(event: Event) -> dict[str, str]:
 
 
 async def publish_event(nc: Any, subject: str, event: Event, *, timeout: float = 5.0) -> dict[str, Any]:
-    """Publish to a stream and return its acknowledgement (`{"stream","seq","duplicate"}`)."""
-    msg = await nc.request(subject, event.to_json(), timeout=timeout, headers=event_headers(event))
-    ack = json.loads(msg.data or b"{}")
-    if not isinstance(ack, dict):
-        raise ValueError("unexpected acknowledgement")
-    return ack
+    """Publish to a stream and return its acknowledgement (`{"stream","seq","duplicate"}`).
+
+    Raises natsop's errors: `Unavailable` (no_responders) when no stream captures the
+    subject, and the stream's own refusal (e.g. a full stream, a wrong expected sequence)
+    as the matching NatsopError rather than an acknowledgement-shaped dict.
+    """
+    from natsop.errors import from_nats
+    from natsop.jsapi import decode_response
+
+    context = f"publish event {event.type} to {subject}"
+    try:
+        msg = await nc.request(subject, event.to_json(), timeout=timeout, headers=event_headers(event))
+    except Exception as exc:
+        raise from_nats(exc, context=context) from None
+    return decode_response(msg, context=context)
