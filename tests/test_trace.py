@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -15,8 +16,9 @@ from natsop import EmbeddedCluster, EmbeddedServer, Toolkit
 from natsop.errors import Unsupported, UserError
 from natsop.ops.trace import _unreported, check_trace_support
 from natsop.registry import Impact, get
-from natsop.settings import embedded_settings
+from natsop.settings import Settings, Target, embedded_settings
 from tests.conftest import CliFn, cli_json, mcp_client
+from tests.natsserver import ConfiguredServer
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +138,43 @@ async def test_trace_shows_a_service_import_into_another_account(tk: Toolkit) ->
         ("SYS", "$SYS.REQ.USER.INFO", "$SYS.REQ.USER.APP.INFO")
     assert "goes on into account SYS" in result["note"]
     assert "Nothing would receive" not in result["note"]
+
+
+_ACCOUNTS = """
+accounts {{
+  SYS {{ users: [{{user: sys, password: syspw}}] }}
+  ORDERS {{ users: [{{user: o, password: opw}}], exports: [{{stream: "shipped.>"}}] }}
+  BILLING {{ users: [{{user: b, password: bpw}}]
+            imports: [{{stream: {{account: ORDERS, subject: "shipped.>"}}, to: "billing.shipped.>",
+                        allow_trace: {allow}}}] }}
+}}
+system_account: SYS
+"""
+
+
+@pytest.mark.parametrize("allow_trace", [True, False])
+async def test_trace_follows_a_stream_export_into_the_importing_account(tmp_path: Path, allow_trace: bool) -> None:
+    srv = ConfiguredServer(tmp_path, _ACCOUNTS.format(allow=str(allow_trace).lower()), jetstream=False).start()
+    try:
+        billing = await nats.connect(srv.url, user="b", password="bpw")
+        try:
+            await billing.subscribe("billing.shipped.>")
+            await billing.flush()
+            target = Target(name="default", servers=(srv.url,), source="test", user="o", password="opw")
+            async with Toolkit(Settings(default=target)) as tk:
+                result = await _trace(tk, "shipped.7")
+        finally:
+            await billing.close()
+    finally:
+        srv.stop()
+    exported = _only(result["events"], "stream_export")
+    assert exported["account"] == "BILLING"
+    if allow_trace:  # the trace goes on to the importing account's subscriber
+        assert _only(result["events"], "egress")["account"] == "BILLING"
+        assert "goes on into account" not in result["note"]
+    else:  # it stops at the boundary and says why
+        assert not [e for e in result["events"] if e["type"] == "egress"]
+        assert "goes on into account BILLING" in result["note"] and "stream import" in result["note"]
 
 
 async def test_trace_refuses_bad_input(tk: Toolkit) -> None:

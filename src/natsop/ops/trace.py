@@ -271,7 +271,8 @@ async def trace(ctx: Context, params: TraceParams) -> TraceResult:
     crossed = sorted({e.account for e in events if e.type in ("service_import", "stream_export") and e.account})
     if reports and not receivers and crossed:
         notes.append(f"The message goes on into account {', '.join(crossed)}; the trace follows it across an "
-                     "account boundary only when the export or import sets allow_trace: true.")
+                     "account boundary only when allowed: `allow_trace: true` on the stream import (in the "
+                     "receiving account) or on the service export.")
     elif reports and not receivers:
         notes.append("Nothing would receive this message: no subscription or stream matched it.")
     if any(e.error for e in events):
