@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import pytest_asyncio
 from natsop import EmbeddedCluster, EmbeddedServer, Toolkit
 from natsop.audit import Observed, run_rules
 from natsop.events import uuid7
-from tests.conftest import env_for, mcp_client
+from tests.conftest import CliFn, env_for, mcp_client
 
 NS = 1_000_000_000
 
@@ -88,12 +89,25 @@ async def test_stream_and_consumer_rules(lax: EmbeddedServer) -> None:
         await add_stream(nc, "TUNED_OK", discard="new", description="discard new: producers must see back-pressure")
         await add_stream(nc, "DEDUP", max_age=600 * NS, duplicate_window=600 * NS, description="d")
         await add_stream(nc, "DEDUP_OK", max_age=600 * NS, description="d")
+        # Names that say nothing, subjects that differ only in an id: one stream per order.
+        for i, word in enumerate(("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")):
+            await add_stream(nc, f"ORDERS_{word}", subjects=[f"orders.{1132 + i}.>"], description="o")
+        # Domains are not entities: neither one word each, nor words under a shared prefix.
+        for word in ("billing", "shipping", "catalog", "payments", "accounts", "inventory"):
+            await add_stream(nc, f"DOMAIN_{word}", subjects=[f"{word}.>"], description="d")
+            await add_stream(nc, f"APP_{word}", subjects=[f"app.{word}.>"], description="d")
     finally:
         await nc.close()
     found = await findings(lax, thresholds={"consumer-not-durable.age_s": 0})
     assert about(found, "stream-per-entity", "streams CUST_#")[0].observed["streams"] == 5
     assert not about(found, "stream-per-entity", "streams SHOP_#")
-    assert about(found, "event-stream-mutable", "stream BILLING_EVENTS")
+    by_subject = about(found, "stream-per-entity", "streams on orders.*.>")
+    assert by_subject and by_subject[0].observed == {
+        "streams": 6, "examples": ["ORDERS_alpha", "ORDERS_bravo", "ORDERS_charlie", "ORDERS_delta", "ORDERS_echo"]}
+    # The CUST_# streams are one finding (by name), not a second one for their subjects cust_1000.> ...
+    assert [f.object for f in found if f.rule == "stream-per-entity"] == ["streams CUST_#", "streams on orders.*.>"]
+    assert about(found, "event-stream-mutable", "stream BILLING_EVENTS")[0].observed == {
+        "deny_delete": False, "deny_purge": False}
     assert not about(found, "event-stream-mutable", "stream AUDIT_EVENTS")
     assert about(found, "consumer-ack-none", "consumer WORK/fire_and_forget")
     assert not about(found, "consumer-ack-none", "consumer WORK/careful")
@@ -158,6 +172,16 @@ async def test_kv_and_message_rules(lax: EmbeddedServer) -> None:
         await kv.put("k", b"v")
         await js.create_key_value(bucket="guarded", max_bytes=1024 * 1024)
         await js.create_key_value(bucket="huge", max_bytes=10 * 1024 * 1024, max_value_size=2 * 1024 * 1024)
+        bulky = await js.create_key_value(bucket="bulky", max_bytes=10 * 1024 * 1024)
+        for i in range(4):
+            await bulky.put(f"k{i}", b"x" * 4000)  # no max_value_size: only the observed sizes tell
+        # A bucket built from a stream (sourced) is not the only copy of its data; it also holds an entry.
+        await js_request(nc, "STREAM.CREATE.KV_replica", {"name": "KV_replica", "subjects": ["$KV.replica.>"],
+                                                           "sources": [{"name": "KV_unguarded"}],
+                                                           "max_bytes": 1024 * 1024})
+        await js.publish("$KV.replica.k", b"v")
+        unguarded_bytes = (await js_request(nc, "STREAM.INFO.KV_unguarded"))["state"]["bytes"]
+        bulky_state = (await js_request(nc, "STREAM.INFO.KV_bulky"))["state"]
         await add_stream(nc, "IDS4", description="ids", max_bytes=10**9)
         await add_stream(nc, "IDS7", description="ids", max_bytes=10**9)
         for _ in range(10):
@@ -168,20 +192,30 @@ async def test_kv_and_message_rules(lax: EmbeddedServer) -> None:
         for _ in range(5):
             await js.publish("raw.x", b"x" * 100)
             await js.publish("raw_ok.x", b"x" * 100)
+        raw_bytes = (await js_request(nc, "STREAM.INFO.RAW"))["state"]["bytes"]
     finally:
         await nc.close()
-    found = await findings(lax, thresholds={"stream-unbounded.warn_bytes": 100, "no-compression.min_bytes": 100})
-    assert about(found, "kv-no-size-guard", "bucket unguarded")
+    found = await findings(lax, thresholds={"stream-unbounded.warn_bytes": 100, "no-compression.min_bytes": 100,
+                                            "kv-large-values.avg_value_bytes": 3000})
+    assert about(found, "kv-no-size-guard", "bucket unguarded")[0].observed == {"max_bytes": -1,
+                                                                                "bytes": unguarded_bytes}
+    assert unguarded_bytes > 0
     assert not about(found, "kv-no-size-guard", "bucket guarded")
     assert about(found, "kv-large-values", "bucket huge")[0].observed["max_value_size"] == 2 * 1024 * 1024
+    assert about(found, "kv-large-values", "bucket bulky")[0].observed == {
+        "max_value_size": -1, "average_entry_bytes": bulky_state["bytes"] // bulky_state["messages"]}
+    assert 4000 < bulky_state["bytes"] // bulky_state["messages"] < 4200
     assert not about(found, "kv-large-values", "bucket guarded")
-    assert about(found, "kv-only-copy", "bucket unguarded")
+    assert not about(found, "kv-large-values", "bucket unguarded")
+    assert about(found, "kv-only-copy", "bucket unguarded")[0].observed == {"sources": 0, "mirror": False}
+    assert not about(found, "kv-only-copy", "bucket replica")
     v4 = about(found, "msg-id-uuid4", "stream IDS4")
     assert v4 and v4[0].observed["uuid_v4"] == 10
     assert not about(found, "msg-id-uuid4", "stream IDS7")
     assert about(found, "stream-unbounded", "stream RAW")[0].severity == "warning"
     assert not about(found, "stream-unbounded", "stream RAW_OK")
-    assert about(found, "no-compression", "stream RAW")
+    assert about(found, "no-compression", "stream RAW")[0].observed == {"bytes": raw_bytes}
+    assert raw_bytes >= 500
     assert not about(found, "no-compression", "stream RAW_OK")
 
 
@@ -229,7 +263,7 @@ async def test_replica_rules_on_a_cluster(cluster: EmbeddedCluster) -> None:
     finally:
         await nc.close()
     found = await findings(cluster)
-    assert about(found, "r1-on-cluster", "stream SOLO")
+    assert about(found, "r1-on-cluster", "stream SOLO")[0].observed == {"replicas": 1}
     assert not about(found, "r1-on-cluster", "stream TRIO")
     assert about(found, "even-replicas", "stream PAIR")[0].observed == {"replicas": 2}
     assert not about(found, "even-replicas", "stream TRIO")
@@ -286,3 +320,165 @@ def test_audit_cli_fail_on(lax: EmbeddedServer, tmp_path: Any, monkeypatch: pyte
     assert failing.exit_code == 2
     rules = runner.invoke(build_cli(read_only=False), ["audit-rules"])
     assert rules.exit_code == 0 and "sync-interval" in rules.output
+
+
+def _varz(name: str, *, sync_always: bool, tags: tuple[str, ...] = (), cluster: str = "east") -> dict[str, Any]:
+    return {"server_name": name, "version": "2.15.1", "tags": list(tags), "cluster": {"name": cluster},
+            "jetstream": {"config": {"sync_always": sync_always, "sync_interval": 120 * NS}}}
+
+
+def _stream(name: str, *, holders: tuple[str, ...] = (), placement: dict[str, Any] | None = None,
+            **cfg: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"config": {"name": name, "subjects": [f"{name.lower()}.>"], "storage": "file",
+                                       "num_replicas": max(1, len(holders)), **cfg},
+                            "state": {"messages": 1, "bytes": 10, "consumer_count": 0}}
+    if placement:
+        info["config"]["placement"] = placement
+    if holders:
+        info["cluster"] = {"name": "east", "leader": holders[0],
+                           "replicas": [{"name": h, "current": True} for h in holders[1:]]}
+    return info
+
+
+def test_sync_interval_looks_only_at_the_servers_holding_the_stream() -> None:
+    # Two servers tagged sync:always with sync_interval always, one lax server: the recommended setup.
+    servers = [_varz("safe1", sync_always=True, tags=("sync:always",)),
+               _varz("safe2", sync_always=True, tags=("sync:always",)), _varz("lax1", sync_always=False)]
+    critical = {"metadata": {"critical": "true"}, "description": "money"}
+    observed = Observed(now=datetime.now(UTC), servers=servers, clustered=True, streams=[
+        # Placed on the sync:always servers; the info names them as leader and replica.
+        _stream("LEDGER", holders=("safe1", "safe2"), placement={"tags": ["sync:always"]}, **critical),
+        # Placed by tags only, no replica information (e.g. no leader right now): the tags decide.
+        _stream("LEDGER_TAGGED", placement={"tags": ["sync:always"]}, **critical),
+        # The twins: one replica on the lax server, and a placement the lax server satisfies.
+        _stream("LEDGER_MIXED", holders=("safe1", "lax1"), **critical),
+        _stream("LEDGER_ANYWHERE", placement={"cluster": "east"}, **critical),
+    ])
+    found = {f.object: f for f in run_rules(observed) if f.rule == "sync-interval"}
+    assert set(found) == {"stream LEDGER_MIXED", "stream LEDGER_ANYWHERE"}
+    assert found["stream LEDGER_MIXED"].severity == "critical"
+    assert found["stream LEDGER_MIXED"].observed == {"servers_without_sync_always": ["lax1"],
+                                                     "sync_interval_ns": 120 * NS, "replicas": 2}
+    assert found["stream LEDGER_ANYWHERE"].observed["servers_without_sync_always"] == ["lax1"]
+
+
+def test_stream_per_entity_by_subject_only_for_id_like_tokens() -> None:
+    def streams(subjects: list[str]) -> Observed:
+        return Observed(now=datetime.now(UTC), streams=[
+            {"config": {"name": f"S_{'abcdefghij'[i]}", "subjects": [subj]}, "state": {}}
+            for i, subj in enumerate(subjects)])
+
+    def objects(o: Observed, **thresholds: float) -> list[str]:
+        return [f.object for f in run_rules(o, thresholds={f"stream-per-entity.{k}": v for k, v in thresholds.items()})
+                if f.rule == "stream-per-entity"]
+
+    uuids = [str(uuid.uuid4()) for _ in range(5)]
+    assert objects(streams([f"tenant.{u}.orders.*" for u in uuids])) == ["streams on tenant.*.orders.*"]
+    assert objects(streams([f"dev.{h}.>" for h in ("9f3a1c", "77b0e2", "a1b2c3", "00ff12", "c0ffee1")])) == [
+        "streams on dev.*.>"]
+    assert objects(streams([f"{w}.>" for w in ("orders", "payments", "users", "shipping", "audit", "billing")])) == []
+    assert objects(streams([f"app.{w}.>" for w in ("orders", "payments", "users", "shipping", "audit")])) == []
+    assert objects(streams([f"orders.{i}.>" for i in range(4)])) == []  # below min_streams
+    # Plain words that vary across many streams under one prefix are entities too (customers by name).
+    names = [f"cust.{w}.>" for w in ("acme", "globex", "initech", "umbrella", "hooli")]
+    assert objects(streams(names), min_streams_by_word=5) == ["streams on cust.*.>"]
+    assert objects(streams(names)) == []
+
+
+async def test_server_derived_values_are_defaults(lax: EmbeddedServer) -> None:
+    nc = await connect(lax)
+    try:
+        # The server sets duplicate_window to min(2m, max_age) itself: not a change.
+        await add_stream(nc, "AGED", max_age=60 * NS)
+        await add_stream(nc, "AGED_TUNED", max_age=600 * NS, duplicate_window=60 * NS)
+        # A sourcing stream gets no window at all.
+        await add_stream(nc, "AGED_COPY", sources=[{"name": "AGED"}])
+        # A backoff sets ack_wait; the stream's consumer limits set max_ack_pending.
+        await add_consumer(nc, "AGED", "retrying", backoff=[1 * NS, 5 * NS])
+        await add_consumer(nc, "AGED", "slow", ack_wait=5 * NS)
+        await add_stream(nc, "CAPPED", description="consumers capped", consumer_limits={"max_ack_pending": 50})
+        await add_consumer(nc, "CAPPED", "plain")
+        await add_consumer(nc, "CAPPED", "narrow", max_ack_pending=10)
+    finally:
+        await nc.close()
+    found = await findings(lax)
+    assert not about(found, "undocumented-defaults", "stream AGED")
+    assert about(found, "undocumented-defaults", "stream AGED_TUNED")[0].observed == {
+        "changed": {"duplicate_window": 60 * NS}}
+    assert not about(found, "undocumented-defaults", "stream AGED_COPY")
+    assert not about(found, "undocumented-defaults", "consumer AGED/retrying")
+    assert about(found, "undocumented-defaults", "consumer AGED/slow")[0].observed == {"changed": {"ack_wait": 5 * NS}}
+    assert not about(found, "undocumented-defaults", "consumer CAPPED/plain")
+    assert about(found, "undocumented-defaults", "consumer CAPPED/narrow")[0].observed == {
+        "changed": {"max_ack_pending": 10}}
+
+
+async def test_unknown_thresholds_are_refused_with_the_valid_names(lax: EmbeddedServer) -> None:
+    from natsop.errors import UserError
+    from natsop.ops.audit import AuditParams
+
+    with pytest.raises(UserError) as err:
+        await findings(lax, thresholds={"consumer-lag.mesages": 5})
+    assert err.value.code == "unknown_threshold"
+    assert "consumer-lag.mesages" in err.value.message
+    assert err.value.hint and "consumer-lag.messages" in err.value.hint and "stream-per-entity.min_streams" in \
+        err.value.hint
+    # The help's example is JSON the CLI accepts as it is.
+    help_text = AuditParams.model_fields["thresholds"].description or ""
+    example = re.search(r"\{.*?\}", help_text)
+    assert example and json.loads(example.group(0)) == {"consumer-lag.messages": 500}
+    with pytest.raises(ValueError, match="unknown threshold"):
+        run_rules(Observed(now=datetime.now(UTC)), thresholds={"nope.x": 1})
+
+
+def test_many_consumers_critical_above_100k() -> None:
+    observed = Observed(now=datetime.now(UTC), streams=[
+        {"config": {"name": name}, "state": {"consumer_count": n}}
+        for name, n in (("HUGE", 100_001), ("BIG", 100_000), ("NEAR", 950), ("FINE", 10))])
+    found = {f.object: (f.severity, f.observed) for f in run_rules(observed) if f.rule == "stream-many-consumers"}
+    assert found == {"stream HUGE": ("critical", {"consumers": 100_001}),
+                     "stream BIG": ("warning", {"consumers": 100_000}),
+                     "stream NEAR": ("warning", {"consumers": 950})}
+
+
+def test_findings_render_as_a_table(cli: CliFn) -> None:
+    name = f"EV{uuid.uuid4().hex[:6]}_EVENTS"
+    assert cli("stream", "add", name, "--subjects", f"{name.lower()}.>").exit_code == 0
+    out = cli("audit")
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert any(re.match(r"^rule\s+severity\s+object\s+observed\s+what to do\s*$", line) for line in lines)
+    row = [i for i, line in enumerate(lines) if re.match(rf"^event-stream-mutable\s+warning\s+stream {name}\s", line)]
+    assert len(row) == 1
+    # The observed numbers wrap inside their column, one per line, and so does the advice.
+    first, second = lines[row[0]], lines[row[0] + 1]
+    assert "deny delete: no" in first and "deny purge: no" in second
+    assert f"stream_update {name} deny_delete=true deny_purge=true" in first + second
+    assert not any(line.startswith("why") for line in lines)  # no key/value sections per finding
+    summary = lines.index("Summary")
+    assert re.match(r"^critical\s+\d+", lines[summary + 1]) and re.match(r"^warning\s+\d+", lines[summary + 2])
+
+
+def test_mcp_text_of_findings_is_a_bounded_table() -> None:
+    from natsop.ops.audit import AuditResult, AuditSummary, FindingModel
+    from natsop.render import MAX_TEXT, to_text
+
+    finding = FindingModel(rule="sync-interval", severity="critical", object="stream LEDGER",
+                           observed={"servers_without_sync_always": ["n1", "n2"], "sync_interval_ns": 120 * NS,
+                                     "replicas": 3},
+                           why="Writes are fsynced every 2 minutes.",
+                           do="Set jetstream { sync_interval: always } on the servers holding it, or place it on "
+                              "servers tagged sync:always.")
+    result = AuditResult(summary=AuditSummary(critical=1000), findings=[finding] * 1000, checked={"streams": 1000},
+                         requests=3)
+    text = to_text(result)
+    lines = text.splitlines()
+    assert len(text) <= MAX_TEXT and max(len(line) for line in lines) <= 100
+    header = next(i for i, line in enumerate(lines) if line.startswith("rule"))
+    assert re.match(r"^rule\s+severity\s+object\s+observed\s+what to do$", lines[header])
+    assert re.match(r"^sync-interval\s+critical\s+stream LEDGER\s+servers without sync\s.*\sSet jetstream",
+                    lines[header + 2])
+    end = next(i for i in range(header + 3, len(lines)) if lines[i].startswith("sync-interval"))
+    row = " ".join(lines[header + 2:end])
+    assert "n1, n2" in row and "sync interval: 2m" in row and "replicas: 3" in row
+    assert re.search(r"… \d+ more rows", text)

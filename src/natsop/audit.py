@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from natsop.ops._common import parse_time, parse_version
 
-__all__ = ["RULES", "Finding", "Observed", "Rule", "run_rules"]
+__all__ = ["RULES", "Finding", "Observed", "Rule", "run_rules", "threshold_names"]
 
 Severity = Literal["critical", "warning", "info"]
 
@@ -57,6 +57,7 @@ class Observed:
     servers: list[dict[str, Any]] | None = None  # VARZ data per server; None: no system account
     clustered: bool = False
     msg_ids: dict[str, list[str]] = field(default_factory=dict)  # stream -> sampled Nats-Msg-Id values
+    account_limits: dict[str, Any] | None = None  # the account's JetStream limits ($JS.API.INFO)
 
 
 @dataclass(frozen=True)
@@ -110,19 +111,60 @@ def _shape(text: str) -> str:
 
 # --- the rules -------------------------------------------------------------------------------------
 
+def _id_like(token: str) -> bool:
+    return bool(_ID_TOKEN.match(token)) and not token.isalpha()
+
+
+def _subject_groups(o: Observed, t: dict[str, float]) -> Iterator[tuple[str, list[str]]]:
+    """Streams whose subjects are equal but for one token: (pattern with '*' there, stream names).
+
+    An id-like token (digits, a uuid, hex, a word with digits) that varies across
+    `min_streams` streams is an entity id. A plain word that varies is much weaker
+    evidence (orders.> and payments.> are two domains, not two entities), so it counts only
+    when the other tokens hold a literal in common and `min_streams_by_word` streams vary in it.
+    """
+    by_pattern: dict[tuple[int, tuple[str, ...]], dict[str, str]] = defaultdict(dict)
+    for s in o.streams:
+        if not _plain(s):
+            continue
+        for subject in _cfg(s).get("subjects") or []:
+            tokens = str(subject).split(".")
+            for i, tok in enumerate(tokens):
+                if tok in ("*", ">") or not tok:
+                    continue
+                key = (i, (*tokens[:i], "*", *tokens[i + 1:]))
+                by_pattern[key].setdefault(_name(s), tok)
+    for (_, pattern), members in sorted(by_pattern.items()):
+        ids = sorted(name for name, tok in members.items() if _id_like(tok))
+        literal_rest = any(tok not in ("*", ">") for tok in pattern)
+        if len(ids) >= t["min_streams"]:
+            yield ".".join(pattern), ids
+        elif literal_rest and len(members) >= t["min_streams_by_word"]:
+            yield ".".join(pattern), sorted(members)
+
+
 def _stream_per_entity(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
+    why = ("One stream per entity multiplies Raft groups and limits, and makes cross-entity consumers "
+           "impossible.")
+    do = "Use one stream with an entity id token in the subject (e.g. orders.<id>.>) and filtered consumers."
     groups: dict[str, list[str]] = defaultdict(list)
     for s in o.streams:
         if _plain(s) and _shape(_name(s)) != _name(s):
             groups[_shape(_name(s))].append(_name(s))
+    reported: list[set[str]] = []
     for shape, names in sorted(groups.items()):
         if len(names) >= t["min_streams"]:
-            yield Finding("stream-per-entity", "warning", f"streams {shape}", {"streams": len(names),
-                          "examples": sorted(names)[:5]},
-                          "One stream per entity multiplies Raft groups and limits, and makes cross-entity "
-                          "consumers impossible.",
-                          "Use one stream with an entity id token in the subject (e.g. orders.<id>.>) and "
-                          "filtered consumers.")
+            reported.append(set(names))
+            yield Finding("stream-per-entity", "warning", f"streams {shape}",
+                          {"streams": len(names), "examples": sorted(names)[:5]}, why, do)
+    for pattern, names in _subject_groups(o, t):
+        # The same streams seen by name and by subject (or by two tokens of one subject) are one finding.
+        if any(set(names) <= seen for seen in reported):
+            continue
+        reported.append(set(names))
+        yield Finding("stream-per-entity", "warning", f"streams on {pattern}",
+                      {"streams": len(names), "examples": names[:5]}, why,
+                      f"Use one stream on {pattern} (the varying token is the entity id) and filtered consumers.")
 
 
 def _event_stream_mutable(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
@@ -214,30 +256,67 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {"ack_wait": 30 * NS, "max_deliver": -1, "m
                                       "max_waiting": 512}
 
 
+def _server_limit(o: Observed, key: str) -> int:
+    """The tightest positive JetStream limit `key` (VARZ jetstream.limits) among the servers; 0 when none is set."""
+    values = [int(v) for sv in o.servers or [] if (v := ((sv.get("jetstream") or {}).get("limits") or {}).get(key))
+              and int(v) > 0]
+    return min(values, default=0)
+
+
+def _stream_defaults(o: Observed, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the server fills in for this stream when the creator leaves a field out."""
+    expected = dict(_STREAM_DEFAULTS)
+    if cfg.get("mirror") or cfg.get("sources"):
+        expected["duplicate_window"] = 0  # the server sets no window on a mirror or a sourcing stream
+    else:
+        # duplicate_window: 2 minutes, clamped to the server's max_duplicate_window and to max_age.
+        window = 120 * NS
+        for bound in (_server_limit(o, "max_duplicate_window"), int(cfg.get("max_age") or 0)):
+            if bound > 0:
+                window = min(window, bound)
+        expected["duplicate_window"] = window
+    return expected
+
+
+def _consumer_defaults(o: Observed, cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the server fills in for this consumer (nats-server setConsumerConfigDefaults)."""
+    expected = dict(_CONSUMER_DEFAULTS)
+    ack = cfg.get("ack_policy") or "none"
+    expected["max_waiting"] = 0 if cfg.get("deliver_subject") else 512
+    backoff = cfg.get("backoff") or []
+    expected["ack_wait"] = backoff[0] if backoff else 30 * NS if ack in ("explicit", "all") else 0
+    pending = int((stream_cfg.get("consumer_limits") or {}).get("max_ack_pending") or 0)
+    if pending <= 0 and ack != "none":
+        pending = 1000
+        for bound in (_server_limit(o, "max_ack_pending"), int((o.account_limits or {}).get("max_ack_pending") or 0)):
+            if 0 < bound < pending:
+                pending = bound
+    expected["max_ack_pending"] = max(pending, 0)
+    return expected
+
+
 def _undocumented_defaults(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
+    why = ("The defaults were tested at scale; a changed default with no recorded reason is a trap for the next "
+           "operator.")
     for s in o.streams:
         cfg = _cfg(s)
         if not _plain(s) or _explained(cfg):
             continue
-        changed = {k: cfg.get(k) for k, v in _STREAM_DEFAULTS.items() if k in cfg and cfg.get(k) != v}
+        expected = _stream_defaults(o, cfg)
+        changed = {k: cfg[k] for k, v in expected.items() if k in cfg and cfg[k] != v}
         if changed:
-            yield Finding("undocumented-defaults", "info", f"stream {_name(s)}", {"changed": changed},
-                          "The defaults were tested at scale; a changed default with no recorded reason is a "
-                          "trap for the next operator.",
+            yield Finding("undocumented-defaults", "info", f"stream {_name(s)}", {"changed": changed}, why,
                           f"Say why in the description or metadata (stream_update {_name(s)} description=...), "
                           "or return to the default.")
+    stream_cfgs = {_name(s): _cfg(s) for s in o.streams}
     for stream, c in _consumers(o):
         cfg = c.get("config") or {}
         if _explained(cfg) or not (cfg.get("durable_name") or cfg.get("name")):
             continue
-        is_pull = not cfg.get("deliver_subject")
-        changed = {k: cfg.get(k) for k, v in _CONSUMER_DEFAULTS.items()
-                   if k in cfg and cfg.get(k) != v and (k != "max_waiting" or is_pull)
-                   and not (k == "max_ack_pending" and cfg.get("ack_policy") == "none")}
+        expected = _consumer_defaults(o, cfg, stream_cfgs.get(stream) or {})
+        changed = {k: cfg[k] for k, v in expected.items() if k in cfg and cfg[k] != v}
         if changed:
-            yield Finding("undocumented-defaults", "info", _cname(stream, c), {"changed": changed},
-                          "The defaults were tested at scale; a changed default with no recorded reason is a "
-                          "trap for the next operator.",
+            yield Finding("undocumented-defaults", "info", _cname(stream, c), {"changed": changed}, why,
                           "Say why in the consumer's description or metadata, or return to the default.")
 
 
@@ -246,27 +325,61 @@ def _is_critical(cfg: dict[str, Any]) -> bool:
     return meta.get("critical") in ("true", "yes", "1") or meta.get("durability") == "critical"
 
 
+def _sname(sv: dict[str, Any]) -> str:
+    return str(sv.get("server_name") or sv.get("name") or "?")
+
+
+def _holders(s: dict[str, Any], servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The servers holding the stream's replicas, or, when the stream info does not say, those it may be placed on.
+
+    A clustered stream's info names its leader and replicas. Without that (a lone server,
+    or a stream without a leader) the placement narrows the candidates: its cluster and
+    its tags (a stream placed with tags lands only on servers carrying all of them).
+    """
+    cl = s.get("cluster") or {}
+    names = {str(n) for n in [cl.get("leader"), *((r or {}).get("name") for r in cl.get("replicas") or [])] if n}
+    held = [sv for sv in servers if _sname(sv) in names]
+    if held:
+        return held
+    placement = _cfg(s).get("placement") or {}
+    candidates = servers
+    if placement.get("cluster"):
+        candidates = [sv for sv in candidates if (sv.get("cluster") or {}).get("name") == placement["cluster"]]
+    tags = {str(x).lower() for x in placement.get("tags") or []}
+    if tags:
+        candidates = [sv for sv in candidates if tags <= {str(x).lower() for x in sv.get("tags") or []}]
+    # A placement no server we heard from matches says nothing: stay on the safe side.
+    return candidates or servers
+
+
+def _sync_always(sv: dict[str, Any]) -> bool:
+    return bool(((sv.get("jetstream") or {}).get("config") or {}).get("sync_always"))
+
+
 def _sync_interval(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
-    if o.servers is None:
+    if not o.servers:
         return
-    lax = [sv for sv in o.servers if not ((sv.get("jetstream") or {}).get("config") or {}).get("sync_always")]
-    if not lax:
-        return
-    names = sorted(str(sv.get("server_name") or sv.get("name") or "?") for sv in lax)
-    interval = ((lax[0].get("jetstream") or {}).get("config") or {}).get("sync_interval")
+    why = ("JetStream fsyncs every sync_interval (2 minutes by default), not before the ack: an OS crash or "
+           "power loss can lose acknowledged writes (Jepsen, NATS 2.12.1).")
+    do = ("Set jetstream { sync_interval: always } on the servers holding it, or place it on servers tagged "
+          "sync:always; otherwise accept the risk knowingly and record it in the stream's metadata.")
     for s in o.streams:
         cfg = _cfg(s)
         if cfg.get("storage", "file") != "file":
             continue
-        observed = {"servers_without_sync_always": names, "sync_interval_ns": interval,
+        critical = _is_critical(cfg)
+        r1 = int(cfg.get("num_replicas") or 1) == 1 and _plain(s) and not _user_metadata(cfg).get("sync_risk")
+        if not (critical or r1):
+            continue
+        lax = [sv for sv in _holders(s, o.servers) if not _sync_always(sv)]
+        if not lax:
+            continue
+        observed = {"servers_without_sync_always": sorted(_sname(sv) for sv in lax),
+                    "sync_interval_ns": ((lax[0].get("jetstream") or {}).get("config") or {}).get("sync_interval"),
                     "replicas": int(cfg.get("num_replicas") or 1)}
-        why = ("JetStream fsyncs every sync_interval (2 minutes by default), not before the ack: an OS crash or "
-               "power loss can lose acknowledged writes (Jepsen, NATS 2.12.1).")
-        do = ("Set jetstream { sync_interval: always } on the servers holding it, or place it on servers tagged "
-              "sync:always; otherwise accept the risk knowingly and record it in the stream's metadata.")
-        if _is_critical(cfg):
+        if critical:
             yield Finding("sync-interval", "critical", f"stream {_name(s)}", observed, why, do)
-        elif int(cfg.get("num_replicas") or 1) == 1 and _plain(s) and not _user_metadata(cfg).get("sync_risk"):
+        else:
             yield Finding("sync-interval", "warning", f"stream {_name(s)}", observed,
                           why + " An R1 stream has no other copy to recover from.", do)
 
@@ -438,7 +551,8 @@ def _paused(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
 
 RULES: tuple[Rule, ...] = (
     Rule("stream-per-entity", "warning", "One stream per entity",
-         "Prefer one stream with a subject hierarchy and filtered consumers.", {"min_streams": 5}, _stream_per_entity),
+         "Prefer one stream with a subject hierarchy and filtered consumers.",
+         {"min_streams": 5, "min_streams_by_word": 20}, _stream_per_entity),
     Rule("event-stream-mutable", "warning", "Event stream allows delete or purge",
          "Streams are append-only truth: deny_delete and deny_purge for event streams.", {}, _event_stream_mutable),
     Rule("consumer-ack-none", "warning", "Consumer with AckNone",
@@ -488,11 +602,23 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+def threshold_names() -> list[str]:
+    """Every threshold that can be overridden, as 'rule.name'."""
+    return sorted(f"{rule.id}.{name}" for rule in RULES for name in rule.thresholds)
+
+
 def run_rules(observed: Observed, *, skip: set[str] | None = None,
               thresholds: dict[str, float] | None = None) -> list[Finding]:
-    """Every finding of every rule not skipped; thresholds override by 'rule.name' keys."""
+    """Every finding of every rule not skipped; thresholds override by 'rule.name' keys.
+
+    An unknown threshold name raises ValueError: a misspelt override silently ignored would
+    make the audit look clean for the wrong reason.
+    """
     skip = skip or set()
     overrides = thresholds or {}
+    unknown = sorted(set(overrides) - set(threshold_names()))
+    if unknown:
+        raise ValueError(f"unknown threshold(s): {', '.join(unknown)}")
     findings: list[Finding] = []
     for rule in RULES:
         if rule.id in skip:
@@ -500,7 +626,7 @@ def run_rules(observed: Observed, *, skip: set[str] | None = None,
         t = dict(rule.thresholds)
         for key, value in overrides.items():
             rid, _, name = key.partition(".")
-            if rid == rule.id and name in t:
+            if rid == rule.id:
                 t[name] = value
         findings.extend(rule.check(observed, t))
     order = {"critical": 0, "warning": 1, "info": 2}

@@ -3,12 +3,15 @@
 Operations return models; this layer alone formats numbers, sizes and times. The
 same structure renders as rich output on a terminal (`renderable`) and as plain
 text (`to_text`) for MCP results and pipes. Fields named `*bytes*` or `size` are
-shown as sizes; durations in nanoseconds (`*_ns`, `active`) as durations.
+shown as sizes; durations in nanoseconds (`*_ns`, `active`) as durations. A record model
+that names its columns (`table_columns`, e.g. audit findings) renders as one table whose
+prose cells wrap instead of being cut.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 from datetime import datetime
 from typing import Any
 
@@ -134,7 +137,27 @@ def _payload_text(p: BaseModel) -> str:
     return f"{data}{cut} [{size} B]"
 
 
-Block = tuple[str, Any]  # ("kv", rows) | ("title", text) | ("table", (columns, rows)) | ("blank", None)
+def _facts(value: dict[str, Any]) -> str:
+    """A dict of observations as 'name: value' lines, each value formatted by its name (sizes, durations)."""
+    lines = []
+    for key, v in value.items():
+        if v in (None, "", [], {}):
+            continue
+        label = _label(re.sub(r"_(ns|s)$", "", key))
+        text = (", ".join(f"{k}={_fmt(k, x)}" for k, x in v.items()) if isinstance(v, dict) else _fmt(key, v))
+        lines.append(f"{label}: {text}")
+    return "\n".join(lines)
+
+
+def _wrapped_table(records: list[BaseModel], columns: dict[str, str]) -> Block:
+    """Records whose model names its columns (`table_columns`): cells keep their words and wrap."""
+    cells = [[_facts(v) if isinstance(v := getattr(r, name, None), dict) else _fmt(name, v) for name in columns]
+             for r in records]
+    return ("wrapped", (list(columns.values()), cells))
+
+
+# ("kv", rows) | ("title", text) | ("table", (columns, rows)) | ("wrapped", (columns, rows)) | ("blank", None)
+Block = tuple[str, Any]
 
 
 def _layout(model: BaseModel) -> list[Block]:
@@ -160,6 +183,8 @@ def _layout(model: BaseModel) -> list[Block]:
             blocks.extend(_layout(value))
         elif isinstance(value, dict):
             blocks.append(("kv", [(str(k), _fmt(k, v)) for k, v in value.items() if v not in (None, "", [], {})]))
+        elif isinstance(columns := getattr(type(value[0]), "table_columns", None), dict):
+            blocks.append(_wrapped_table(list(value), columns))
         elif _wordy(list(value)):
             # Rows carrying sentences (findings, explanations) read better as blocks than as a squeezed table.
             for row in value:
@@ -189,6 +214,16 @@ def renderable(model: BaseModel) -> RenderableType:
             for key, value in data:
                 grid.add_row(key, value)
             items.append(grid)
+        elif kind == "wrapped":
+            cols, cells = data
+            # Short identifying columns stay on one line; the prose columns share the rest and wrap at words.
+            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=True)
+            for i, col in enumerate(cols):
+                short = all(len(row[i]) <= 40 and "\n" not in row[i] for row in cells)
+                table.add_column(col, no_wrap=short, overflow="fold")
+            for row in cells:
+                table.add_row(*row)
+            items.append(table)
         else:
             cols, cells = data
             table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
@@ -203,6 +238,42 @@ def renderable(model: BaseModel) -> RenderableType:
 def _cut(text: str, width: int) -> str:
     text = text.replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _wrap_cell(text: str, width: int) -> list[str]:
+    out: list[str] = []
+    for line in text.split("\n"):
+        out.extend(textwrap.wrap(line, width, break_on_hyphens=False) or [""])
+    return out
+
+
+def _wrapped_text(cols: list[str], cells: list[list[str]], width: int, budget: int) -> list[str]:
+    """A table whose prose cells wrap inside their column; rows stop (and say so) once `budget` characters are used."""
+    natural = [max([len(c)] + [len(x) for r in cells for x in r[i].split("\n")]) for i, c in enumerate(cols)]
+    # Short columns keep their width; the prose columns share what is left, none wider than it needs.
+    flex = [i for i in range(len(cols)) if natural[i] > 40 or any("\n" in r[i] for r in cells)]
+    widths = [n if i not in flex else 0 for i, n in enumerate(natural)]
+    room = max(12 * len(flex), width - 2 * (len(cols) - 1) - sum(widths))
+    pending = sorted(flex, key=lambda i: natural[i])
+    while pending:
+        share = room // len(pending)
+        i = pending.pop(0)
+        widths[i] = max(12, min(natural[i], share))
+        room -= widths[i]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(),
+           "  ".join("-" * w for w in widths)]
+    used = sum(len(x) + 1 for x in out)
+    for n, row in enumerate(cells):
+        wrapped = [_wrap_cell(v, w) for v, w in zip(row, widths, strict=True)]
+        lines = ["  ".join((col[i] if i < len(col) else "").ljust(w) for col, w in zip(wrapped, widths, strict=True))
+                 .rstrip() for i in range(max(len(col) for col in wrapped))]
+        size = sum(len(x) + 1 for x in lines)
+        if n and used + size > budget:
+            out.append(f"… {len(cells) - n} more rows (the structured result has them all)")
+            break
+        out.extend(lines)
+        used += size
+    return out
 
 
 def to_text(model: BaseModel, *, width: int = 100, limit: int = MAX_TEXT) -> str:
@@ -221,6 +292,9 @@ def to_text(model: BaseModel, *, width: int = 100, limit: int = MAX_TEXT) -> str
         elif kind == "kv":
             pad = max((len(k) for k, _ in data), default=0)
             out = [f"{k.ljust(pad)}  {_cut(v, max(20, width - pad - 2))}".rstrip() for k, v in data]
+        elif kind == "wrapped":
+            cols, cells = data
+            out = _wrapped_text(cols, cells, width, max(0, limit - size - 200))
         else:
             cols, cells = data
             widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]

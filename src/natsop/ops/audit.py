@@ -2,8 +2,8 @@
 
 The audit only reads. It makes a bounded number of requests: the stream list (256
 streams a page), one consumer list per stream that has consumers, one sample of recent
-message ids for a few of the most recently written streams, and one VARZ scatter-gather
-over the system account when it is configured.
+message ids for a few of the most recently written streams, one account info (its limits),
+and one VARZ scatter-gather over the system account when it is configured.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import asyncio
 import base64
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.audit import RULES, Observed, run_rules
+from natsop.audit import RULES, Observed, run_rules, threshold_names
 from natsop.context import Context
-from natsop.errors import ConfigError, NatsopError
+from natsop.errors import ConfigError, NatsopError, UserError
 from natsop.jsapi import JsApi, gather
 from natsop.ops._common import parse_time
 from natsop.registry import Params, Result, operation
@@ -32,6 +32,10 @@ _RANK = {"critical": 0, "warning": 1, "info": 2}
 
 class FindingModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # For people, findings read as one table: these fields, under these headings ("why" is in the JSON
+    # and in audit_rules' rationale).
+    table_columns: ClassVar[dict[str, str]] = {"rule": "rule", "severity": "severity", "object": "object",
+                                               "observed": "observed", "do": "what to do"}
 
     rule: str
     severity: Severity
@@ -44,7 +48,8 @@ class FindingModel(BaseModel):
 class AuditParams(Params):
     skip: list[str] | None = Field(default=None, max_length=100, description="Rule ids not to run")
     thresholds: dict[str, float] | None = Field(
-        default=None, max_length=100, description="Override thresholds by 'rule.name', e.g. {'consumer-lag.messages': 500}")
+        default=None, max_length=100, description='Override thresholds by "rule.name" (JSON object), e.g. {"consumer-lag.messages": 500}; '
+                                    'audit_rules lists the names and defaults')
     sample_streams: int = Field(default=20, ge=0, le=200,
                                 description="Sample recent message ids in this many of the busiest streams")
     sample_messages: int = Field(default=10, ge=1, le=100, description="Messages sampled per stream")
@@ -121,10 +126,13 @@ async def audit(ctx: Context, params: AuditParams) -> AuditResult:
     known = {r.id for r in RULES}
     unknown = sorted(set(params.skip or []) - known)
     if unknown:
-        from natsop.errors import UserError
-
         raise UserError(f"unknown rule id(s): {', '.join(unknown)}", code="unknown_rule",
                         hint="List the rules with audit_rules.")
+    names = threshold_names()
+    unknown = sorted(set(params.thresholds or {}) - set(names))
+    if unknown:
+        raise UserError(f"unknown threshold(s): {', '.join(unknown)}", code="unknown_threshold",
+                        hint=f"Valid thresholds (rule.name): {', '.join(names)}.")
     js = await ctx.js(params.account_name)
     requests = 0
     streams: list[dict[str, Any]] = []
@@ -177,6 +185,14 @@ async def audit(ctx: Context, params: AuditParams) -> AuditResult:
             notes.append(f"could not sample {s['config']['name']}: {type(exc).__name__}")
         requests += 1 if (s.get("config") or {}).get("allow_direct") else params.sample_messages
 
+    account_limits: dict[str, Any] | None = None
+    try:
+        # The account's limits bound what the server fills in (max_ack_pending), so a derived value is no "change".
+        account_limits = dict((await js.request("INFO")).get("limits") or {})
+        requests += 1
+    except NatsopError as err:
+        notes.append(f"account limits not read: {err.message}")
+
     servers: list[dict[str, Any]] | None = None
     nc = await ctx.nc(params.account_name)
     info = getattr(nc, "_server_info", None) or {}
@@ -201,7 +217,7 @@ async def audit(ctx: Context, params: AuditParams) -> AuditResult:
         notes.append(f"server configuration not checked: {err.message}")
 
     observed = Observed(now=datetime.now(UTC), streams=streams, consumers=consumers, servers=servers,
-                        clustered=clustered, msg_ids=msg_ids)
+                        clustered=clustered, msg_ids=msg_ids, account_limits=account_limits)
     findings = run_rules(observed, skip=set(params.skip or []), thresholds=params.thresholds)
     summary = AuditSummary()
     for f in findings:
