@@ -61,11 +61,85 @@ async def test_update_changes_only_what_is_given(toolkit: Toolkit, uniq: str) ->
     cfg = updated.config
     assert cfg["description"] == "after" and cfg["max_msgs"] == 100
     assert cfg["subjects"] == [f"{uniq}.a", f"{uniq}.b"]
-    sealed: Any = await toolkit.call("stream_update", stream=uniq, sealed=True)
-    assert sealed.config["sealed"] is True
+    assert updated.done is True and updated.confirmation_required is False
+    # Sealing is irreversible: it needs confirmation like any destructive change.
+    dry: Any = await toolkit.call("stream_update", stream=uniq, sealed=True)
+    assert (dry.done, dry.confirmation_required, dry.confirm_with) == (False, True, uniq)
+    assert "seal" in dry.action and dry.config.get("sealed") is not True
+    assert (await toolkit.call("stream_info", stream=uniq)).config.get("sealed") is not True  # type: ignore[attr-defined]
+    sealed: Any = await toolkit.call("stream_update", stream=uniq, sealed=True, confirm=uniq)
+    assert sealed.done is True and sealed.config["sealed"] is True
     with pytest.raises(NotFound) as missing:
         await toolkit.call("stream_update", stream=f"{uniq}_missing", description="x")
     assert missing.value.code == "stream_not_found"
+
+
+async def _messages(toolkit: Toolkit, stream: str) -> int:
+    state: Any = await toolkit.call("stream_state", stream=stream)
+    return int(state.state.messages)
+
+
+async def test_update_that_removes_messages_needs_confirmation(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"])
+    for subject in ("a", "b", "c"):
+        await _publish(toolkit, f"{uniq}.{subject}", 2)
+    dry: Any = await toolkit.call("stream_update", stream=uniq, max_msgs=1)
+    assert (dry.done, dry.confirmation_required, dry.confirm_with) == (False, True, uniq)
+    assert (dry.would_remove, dry.would_remove_precision) == (5, "exact")
+    assert [(r.setting, r.messages) for r in dry.removals] == [("max_msgs", 5)]
+    assert "remove 5 of its 6 messages" in dry.action
+    assert dry.config["max_msgs"] == -1 and dry.state.messages == 6  # as the stream is: nothing changed
+    with pytest.raises(UserError) as wrong:
+        await toolkit.call("stream_update", stream=uniq, max_msgs=1, confirm="yes")
+    assert wrong.value.code == "confirmation_mismatch"
+    per_subject: Any = await toolkit.call("stream_update", stream=uniq, max_msgs_per_subject=1)
+    assert (per_subject.would_remove, per_subject.would_remove_precision) == (3, "exact")
+    size: Any = await toolkit.call("stream_state", stream=uniq)
+    by_bytes: Any = await toolkit.call("stream_update", stream=uniq, max_bytes=size.state.bytes // 2)
+    assert by_bytes.would_remove_precision == "estimate" and by_bytes.would_remove == 3
+    assert by_bytes.removals[0].bytes == size.state.bytes - size.state.bytes // 2
+    interest: Any = await toolkit.call("stream_update", stream=uniq, retention="interest")
+    assert (interest.would_remove, interest.confirmation_required) == (6, True)
+    both: Any = await toolkit.call("stream_update", stream=uniq, max_msgs=4, max_msgs_per_subject=1)
+    assert (both.would_remove, both.would_remove_precision) == (5, "up_to")  # 2 and 3, which may overlap
+    assert await _messages(toolkit, uniq) == 6
+    assert (await toolkit.call("stream_info", stream=uniq)).config["max_msgs"] == -1  # type: ignore[attr-defined]
+    # Changes that remove nothing need no confirmation, as before.
+    for change in ({"description": "roomy"}, {"max_msgs": 6}, {"max_msgs_per_subject": 2}, {"max_bytes": 10**9},
+                   {"max_age_s": 3600}):
+        same: Any = await toolkit.call("stream_update", stream=uniq, **change)
+        assert (same.done, same.confirmation_required, same.would_remove) == (True, False, 0), change
+    assert await _messages(toolkit, uniq) == 6
+    done: Any = await toolkit.call("stream_update", stream=uniq, max_msgs=1, confirm=uniq)
+    assert (done.done, done.config["max_msgs"], done.state.messages) == (True, 1, 1)
+    assert await _messages(toolkit, uniq) == 1
+
+
+async def test_update_with_discard_new_keeps_stored_messages(toolkit: Toolkit, uniq: str) -> None:
+    """With discard=new the server refuses new messages at a limit and keeps the ones it has."""
+    await toolkit.call("stream_add", stream=uniq, discard="new")
+    await _publish(toolkit, uniq, 4)
+    updated: Any = await toolkit.call("stream_update", stream=uniq, max_msgs=2, max_bytes=10)
+    assert (updated.done, updated.would_remove) == (True, 0)
+    assert await _messages(toolkit, uniq) == 4
+    # Per subject the server does remove them, whatever the discard policy.
+    per_subject: Any = await toolkit.call("stream_update", stream=uniq, max_msgs_per_subject=1)
+    assert (per_subject.done, per_subject.would_remove) == (False, 3)
+
+
+@pytest.mark.parametrize("allow_direct", [True, False], ids=["direct_get", "consumer"])
+async def test_update_max_age_counts_the_messages_it_expires(toolkit: Toolkit, uniq: str, allow_direct: bool) -> None:
+    await toolkit.call("stream_add", stream=uniq, allow_direct=allow_direct, duplicate_window_s=1)
+    await _publish(toolkit, uniq, 3)
+    await asyncio.sleep(2.5)  # the point is their age
+    await _publish(toolkit, uniq, 2)
+    dry: Any = await toolkit.call("stream_update", stream=uniq, max_age_s=2)
+    assert (dry.done, dry.would_remove, dry.would_remove_precision) == (False, 3, "exact")
+    assert dry.removals[0].setting == "max_age_s"
+    assert dry.state.consumer_count == 0 and (await toolkit.call("consumer_list", stream=uniq)).consumers == []  # type: ignore[attr-defined]
+    done: Any = await toolkit.call("stream_update", stream=uniq, max_age_s=2, confirm=uniq)
+    assert done.done is True
+    assert await _messages(toolkit, uniq) == 2
 
 
 async def test_info_and_state(toolkit: Toolkit, uniq: str) -> None:
@@ -119,6 +193,32 @@ async def test_purge_confirmation_and_variants(toolkit: Toolkit, uniq: str) -> N
     everything: Any = await toolkit.call("stream_purge", stream=uniq, confirm=uniq)
     assert everything.purged == 1
     assert (await toolkit.call("stream_state", stream=uniq)).state.messages == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("allow_direct", [True, False], ids=["direct_get", "consumer"])
+async def test_purge_dry_run_counts_subject_and_seq_exactly(toolkit: Toolkit, uniq: str, allow_direct: bool) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"], allow_direct=allow_direct)
+    js = (await toolkit.context.nc()).jetstream()
+    for i in range(30):
+        await js.publish(f"{uniq}.{i % 3}", b"x")  # .1 holds 2, 5, ..., 29
+    dry: Any = await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.1", seq=20)
+    assert (dry.would_remove, dry.would_remove_precision) == (6, "exact")
+    assert "purge 6 messages" in dry.action
+    wild: Any = await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.>", seq=20)
+    assert wild.would_remove == 19
+    kept: Any = await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.1", keep=3)
+    assert kept.would_remove == 7
+    nothing: Any = await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.9", seq=20)
+    assert nothing.would_remove == 0
+    assert (await toolkit.call("stream_state", stream=uniq)).state.consumer_count == 0  # type: ignore[attr-defined]
+    done: Any = await toolkit.call("stream_purge", stream=uniq, subject=f"{uniq}.1", seq=20, confirm=uniq)
+    assert done.purged == 6
+    # Without a subject, deleted messages inside the range are not counted.
+    for seq in (3, 4):
+        await toolkit.call("stream_msg_delete", stream=uniq, seq=seq, confirm=f"{uniq}:{seq}")
+    before_ten: Any = await toolkit.call("stream_purge", stream=uniq, seq=10)
+    assert before_ten.would_remove == 4  # 1, 6, 7 and 9: 2, 5 and 8 were purged, 3 and 4 deleted
+    assert (await toolkit.call("stream_purge", stream=uniq, seq=10, confirm=uniq)).purged == 4  # type: ignore[attr-defined]
 
 
 async def test_purge_refused_by_deny_purge(toolkit: Toolkit, uniq: str) -> None:
@@ -220,6 +320,11 @@ async def test_mcp_stream_lifecycle(server_env: dict[str, str], uniq: str) -> No
         edited = await c.call_tool("stream_update", {"stream": uniq, "description": "edited"})
         assert edited.structured_content is not None
         assert edited.structured_content["config"]["description"] == "edited"
+        lossy = await c.call_tool("stream_update", {"stream": uniq, "max_msgs": 1})
+        assert lossy.structured_content is not None and lossy.structured_content["done"] is False
+        assert (lossy.structured_content["would_remove"], lossy.structured_content["confirm_with"]) == (2, uniq)
+        update_tool = next(t for t in (await c.list_tools()).tools if t.name == "stream_update")
+        assert update_tool.annotations is not None and update_tool.annotations.destructive_hint is True
         found = await c.call_tool("stream_find", {"name_contains": uniq, "min_messages": 3})
         assert found.structured_content is not None
         assert [s["name"] for s in found.structured_content["streams"]] == [uniq]
@@ -255,6 +360,14 @@ def test_cli_stream_lifecycle(cli: CliFn, uniq: str) -> None:
     assert query["streams"] == []
     report = cli("stream", "report", "--subject", f"{uniq}.>", "--sort", "messages")
     assert report.exit_code == 0 and uniq in report.output
+    cli("pub", f"{uniq}.a", "x", "--count", "6")
+    unforced = cli("--json", "stream", "edit", uniq, "--max-msgs", "1")
+    assert unforced.exit_code == 1 and "--force" in unforced.output and "remove 5 of its 6" in unforced.output
+    assert cli_json(cli("--json", "stream", "state", uniq))["state"]["messages"] == 6
+    forced = cli("--json", "stream", "edit", uniq, "--max-msgs", "1", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert cli_json(forced)["done"] is True and cli_json(forced)["config"]["max_msgs"] == 1
+    assert cli_json(cli("--json", "stream", "state", uniq))["state"]["messages"] == 1
     refused = cli("stream", "purge", uniq)
     assert refused.exit_code == 1 and "--force" in refused.output
     purged = cli("--json", "stream", "purge", uniq, "-f")

@@ -6,14 +6,26 @@ module owns a stream's configuration and lifecycle.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, UserError
+from natsop.jsapi import JsApi
 from natsop.models import Confirmable, ConfirmParams, check_confirmation
-from natsop.ops._common import PageParams, duration_ns
+from natsop.ops._common import (
+    PageParams,
+    duration_ns,
+    parse_time,
+    parse_version,
+    require_server,
+    server_version,
+)
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import StreamName, SubjectFilter
 
@@ -257,6 +269,25 @@ def config_from_params(p: StreamConfigParams, base: dict[str, Any] | None = None
     return cfg
 
 
+# Settings newer servers understand; an older server ignores a field it does not know, so the
+# setting would silently not take effect. (parameter, minimum server, what it is)
+NEWER_SETTINGS: tuple[tuple[str, tuple[int, int, int], str], ...] = (
+    ("allow_msg_ttl", (2, 11, 0), "per-message TTL (allow_msg_ttl)"),
+    ("subject_delete_marker_ttl_s", (2, 11, 0), "subject delete markers (subject_delete_marker_ttl_s)"),
+    ("allow_atomic", (2, 12, 0), "atomic batch publish (allow_atomic)"),
+    ("allow_msg_counter", (2, 12, 0), "distributed counters (allow_msg_counter)"),
+    ("allow_msg_schedules", (2, 12, 0), "message schedules (allow_msg_schedules)"),
+)
+
+
+async def require_features(ctx: Context, params: StreamConfigParams) -> None:
+    """Refuse settings the connected server is too old to apply (turning one off needs no check)."""
+    for name, minimum, feature in NEWER_SETTINGS:
+        value = getattr(params, name)
+        if value is not None and value is not False:
+            await require_server(ctx, params.account_name, minimum, feature)
+
+
 @operation("stream_add", cli="stream add", aliases=("create", "new"), impact=Impact.WRITE, idempotent=True,
            args=("stream",))
 async def stream_add(ctx: Context, params: StreamConfigParams) -> StreamInfoResult:
@@ -274,20 +305,216 @@ async def stream_add(ctx: Context, params: StreamConfigParams) -> StreamInfoResu
     if cfg.get("sealed"):
         raise UserError("a stream cannot be created sealed", code="invalid_argument",
                         hint="Create it, fill it, then seal it with stream_update sealed=true.")
+    await require_features(ctx, params)
     js = await ctx.js(params.account_name)
     info = await js.request(f"STREAM.CREATE.{params.stream}", cfg, context=f"create stream {params.stream}")
     return _info_result(info)
 
 
-@operation("stream_update", cli="stream edit", aliases=("update",), impact=Impact.WRITE, idempotent=True,
+Precision = Literal["exact", "up_to", "estimate"]
+
+# Above this many subjects the per-subject counts are not fetched for a dry run.
+MAX_SUBJECTS_COUNTED = 10_000
+
+
+async def count_from(js: JsApi, info: dict[str, Any], *, subject: str | None = None, seq: int | None = None,
+                     start_time: datetime | None = None) -> int | None:
+    """Messages (on `subject`, if given) at or after `seq` or `start_time`, counted exactly; None if it cannot be.
+
+    One batched Direct Get answers with the count of matching messages after the one
+    it returns (2.11+, allow_direct). Otherwise an ephemeral consumer that starts there
+    reports its pending count and is deleted; that is done on limits streams only, as
+    on interest and work-queue streams a consumer's coming and going decides which
+    messages are kept.
+    """
+    cfg = info.get("config") or {}
+    stream = str(cfg.get("name"))
+    when = start_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if start_time else None
+    if cfg.get("allow_direct") and parse_version(server_version(js.nc)) >= (2, 11, 0):
+        body: dict[str, Any] = {"batch": 1}
+        if seq is not None:
+            body["seq"] = seq
+        if when is not None:
+            body["start_time"] = when
+        if subject is not None:
+            body["next_by_subj"] = subject
+        try:
+            msg = await js.nc.request(js.subject(f"DIRECT.GET.{stream}"), json.dumps(body).encode(),
+                                      timeout=js.timeout)
+        except Exception:  # no replica answered in time: count another way
+            msg = None
+        headers = (msg.headers or {}) if msg is not None else {}
+        if headers.get("Status") == "404":
+            return 0
+        pending = headers.get("Nats-Num-Pending")
+        if msg is not None and not headers.get("Status") and pending is not None and pending.isdigit():
+            return 1 + int(pending)
+    if (cfg.get("retention") or "limits") != "limits":
+        return None
+    config: dict[str, Any] = {"ack_policy": "none", "mem_storage": True, "num_replicas": 1,
+                              "inactive_threshold": duration_ns(30)}
+    if subject is not None:
+        config["filter_subject"] = subject
+    if when is not None:
+        config.update(deliver_policy="by_start_time", opt_start_time=when)
+    else:
+        config.update(deliver_policy="by_start_sequence", opt_start_seq=seq or 1)
+    try:
+        made = await js.request(f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config},
+                                context=f"count messages in stream {stream}")
+    except NatsopError:
+        return None
+    try:
+        return int(made.get("num_pending") or 0)
+    finally:
+        with contextlib.suppress(NatsopError):  # else its inactive_threshold removes it soon
+            await js.request(f"CONSUMER.DELETE.{stream}.{made.get('name')}")
+
+
+class StreamRemoval(BaseModel):
+    """Stored messages one changed setting removes as soon as it is applied."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    setting: str = Field(description="The parameter that removes them, e.g. max_msgs")
+    messages: int = Field(description="Messages it removes")
+    bytes: int | None = Field(default=None, description="Bytes it removes, when known")
+    precision: Precision = Field(description="exact; up_to: at most this many; estimate: about this many")
+    reason: str = Field(description="Which messages go")
+
+
+class StreamUpdateResult(Confirmable, StreamInfoResult):
+    """The stream after the change; on a dry run, as it is (unchanged) and what the change would remove."""
+
+    would_remove: int = Field(default=0, description="Stored messages the change removes at once")
+    would_remove_precision: Precision = Field(default="exact", description="How exact would_remove is")
+    removals: list[StreamRemoval] = Field(default_factory=list, description="What each setting removes")
+
+
+class StreamUpdateParams(StreamConfigParams, ConfirmParams):
+    """Stream settings to change; a change that removes stored messages needs `confirm`."""
+
+
+async def _removals(js: JsApi, info: dict[str, Any], new: dict[str, Any]) -> list[StreamRemoval]:
+    """What applying config `new` would remove from the stream at once (nothing for most changes)."""
+    st = StreamState.model_validate(info.get("state") or {})
+    old = info.get("config") or {}
+    if st.messages <= 0:
+        return []
+    out: list[StreamRemoval] = []
+    # The server enforces a lowered max_msgs or max_bytes only when it discards old messages.
+    discard_old = new.get("discard") != "new"
+    max_msgs = int(new.get("max_msgs") or -1)
+    if discard_old and 0 < max_msgs < st.messages:
+        out.append(StreamRemoval(setting="max_msgs", messages=st.messages - max_msgs, precision="exact",
+                                 reason=f"all but the newest {max_msgs}"))
+    max_bytes = int(new.get("max_bytes") or -1)
+    if discard_old and 0 < max_bytes < st.bytes:
+        over = st.bytes - max_bytes
+        average = st.bytes / st.messages
+        out.append(StreamRemoval(
+            setting="max_bytes", messages=min(st.messages, math.ceil(over / average)), bytes=over,
+            precision="estimate",
+            reason=f"the oldest, until at most {max_bytes} bytes remain (count estimated at the average size of "
+                   f"{average:.0f} bytes)"))
+    per_subject = int(new.get("max_msgs_per_subject") or -1)
+    if 0 < per_subject < st.messages:
+        removal = await _per_subject_removal(js, info, st, per_subject)
+        if removal is not None:
+            out.append(removal)
+    max_age = int(new.get("max_age") or 0)
+    if max_age > 0:
+        removal = await _age_removal(js, info, st, max_age)
+        if removal is not None:
+            out.append(removal)
+    if new.get("retention") == "interest" and (old.get("retention") or "limits") == "limits":
+        if st.consumer_count == 0:
+            out.append(StreamRemoval(setting="retention", messages=st.messages, bytes=st.bytes, precision="exact",
+                                     reason="every message: no consumer is interested in any"))
+        else:
+            out.append(StreamRemoval(setting="retention", messages=st.messages, precision="up_to",
+                                     reason="the messages no consumer still needs"))
+    return out
+
+
+async def _per_subject_removal(js: JsApi, info: dict[str, Any], st: StreamState,
+                               per_subject: int) -> StreamRemoval | None:
+    reason = f"all but the newest {per_subject} on each subject"
+    subjects = st.num_subjects or 0
+    if 0 < subjects <= MAX_SUBJECTS_COUNTED:
+        name = (info.get("config") or {}).get("name")
+        detail = await js.request(f"STREAM.INFO.{name}", {"subjects_filter": ">"}, context=f"stream {name}")
+        counts = ((detail.get("state") or {}).get("subjects") or {}).values()
+        if len(counts) >= subjects:
+            n = sum(max(0, int(c) - per_subject) for c in counts)
+            return StreamRemoval(setting="max_msgs_per_subject", messages=n, precision="exact",
+                                 reason=reason) if n else None
+    # Every subject keeps at least one message.
+    bound = st.messages - subjects if subjects else st.messages
+    if bound <= 0:
+        return None
+    return StreamRemoval(setting="max_msgs_per_subject", messages=bound, precision="up_to",
+                         reason=f"{reason} ({subjects} subjects: too many to count one by one)")
+
+
+async def _age_removal(js: JsApi, info: dict[str, Any], st: StreamState, max_age_ns: int) -> StreamRemoval | None:
+    cutoff = datetime.now(UTC) - timedelta(microseconds=max_age_ns // 1000)
+    reason = f"those stored before {cutoff.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    # With per-message TTLs a message's own Nats-TTL (or 'never') can keep it longer.
+    ttl = bool((info.get("config") or {}).get("allow_msg_ttl"))
+    first, last = parse_time(st.first_ts), parse_time(st.last_ts)
+    if first is not None and first >= cutoff:
+        return None
+    if last is not None and last < cutoff:
+        return StreamRemoval(setting="max_age_s", messages=st.messages, bytes=None if ttl else st.bytes,
+                             precision="up_to" if ttl else "exact", reason=f"every message: all are {reason}")
+    kept = await count_from(js, info, start_time=cutoff)
+    if kept is None:
+        return StreamRemoval(setting="max_age_s", messages=st.messages, precision="up_to", reason=reason)
+    n = max(0, st.messages - kept)
+    return StreamRemoval(setting="max_age_s", messages=n, precision="up_to" if ttl else "exact",
+                         reason=reason) if n else None
+
+
+def _describe(removals: list[StreamRemoval], total: int, precision: Precision, stored: int) -> str:
+    how = {"exact": "", "up_to": "up to ", "estimate": "about "}
+    parts = [f"{r.setting} removes {how[r.precision]}{r.messages}" for r in removals]
+    return f"remove {how[precision]}{total} of its {stored} messages at once ({'; '.join(parts)})"
+
+
+@operation("stream_update", cli="stream edit", aliases=("update",), impact=Impact.DESTRUCTIVE, idempotent=True,
            args=("stream",))
-async def stream_update(ctx: Context, params: StreamConfigParams) -> StreamInfoResult:
-    """Change a stream's settings; only the parameters given change, the rest stay as they are."""
+async def stream_update(ctx: Context, params: StreamUpdateParams) -> StreamUpdateResult:
+    """Change a stream's settings; only the parameters given change, the rest stay as they are.
+
+    A change that removes stored messages at once (a lower max_msgs, max_bytes, max_age_s
+    or max_msgs_per_subject than the stream holds, or limits to interest retention), and
+    sealing, need confirmation: without it the call changes nothing and reports how many
+    messages would go. Other changes need none.
+    """
+    confirmed = check_confirmation(params.confirm, params.stream)
+    await require_features(ctx, params)
     current = await fetch_stream_info(ctx, params.stream, params.account_name)
-    cfg = config_from_params(params, current.get("config") or {})
+    old = current.get("config") or {}
+    cfg = config_from_params(params, old)
     js = await ctx.js(params.account_name)
+    removals = await _removals(js, current, cfg)
+    state = StreamState.model_validate(current.get("state") or {})
+    total = min(state.messages, sum(r.messages for r in removals))
+    precision: Precision = removals[0].precision if len(removals) == 1 else "up_to" if removals else "exact"
+    what = [f"update stream {params.stream}"]
+    if removals:
+        what.append(_describe(removals, total, precision, state.messages))
+    sealing = bool(cfg.get("sealed")) and not old.get("sealed")
+    if sealing:
+        what.append("seal it (irreversible: no more messages, deletions or purges)")
+    action = " and ".join(what)
+    extra: dict[str, Any] = {"would_remove": total, "would_remove_precision": precision, "removals": removals}
+    if (removals or sealing) and not confirmed:
+        return StreamUpdateResult(**dict(_info_result(current)), done=False, confirmation_required=True,
+                                  confirm_with=params.stream, action=action, **extra)
     info = await js.request(f"STREAM.UPDATE.{params.stream}", cfg, context=f"update stream {params.stream}")
-    return _info_result(info)
+    return StreamUpdateResult(**dict(_info_result(info)), done=True, action=action, **extra)
 
 
 class StreamDeleteParams(ConfirmParams):
@@ -331,6 +558,7 @@ class StreamPurgeParams(ConfirmParams):
 class StreamPurgeResult(Confirmable):
     stream: str
     would_remove: int | None = Field(default=None, description="Messages that match (before confirming)")
+    would_remove_precision: Precision = Field(default="exact", description="up_to: would_remove is an upper bound")
     purged: int | None = Field(default=None, description="Messages removed")
 
 
@@ -341,24 +569,17 @@ async def stream_purge(ctx: Context, params: StreamPurgeParams) -> StreamPurgeRe
         raise UserError("give seq or keep, not both", code="invalid_argument",
                         hint="seq removes everything before a sequence; keep leaves the newest N.")
     info = await fetch_stream_info(ctx, params.stream, params.account_name)
-    st = StreamState.model_validate(info.get("state") or {})
-    would = st.messages
-    if params.subject:
-        subj = await ctx.js(params.account_name)
-        detail = await subj.request(f"STREAM.INFO.{params.stream}", {"subjects_filter": params.subject})
-        would = sum(int(v) for v in ((detail.get("state") or {}).get("subjects") or {}).values())
-    if params.seq is not None:
-        would = min(would, max(0, params.seq - st.first_seq))
-    if params.keep is not None:
-        would = max(0, would - params.keep)
-    what = [f"purge {would} messages from stream {params.stream}"]
+    js = await ctx.js(params.account_name)
+    would, precision = await _purge_count(js, info, params)
+    what = [f"purge {'up to ' if precision == 'up_to' else ''}{would} messages from stream {params.stream}"]
     if params.subject:
         what.append(f"on {params.subject}")
     if params.seq is not None:
         what.append(f"before sequence {params.seq}")
     if params.keep is not None:
         what.append(f"keeping the newest {params.keep}")
-    result = StreamPurgeResult(done=False, stream=params.stream, would_remove=would, action=" ".join(what))
+    result = StreamPurgeResult(done=False, stream=params.stream, would_remove=would,
+                               would_remove_precision=precision, action=" ".join(what))
     if not check_confirmation(params.confirm, params.stream):
         if (info.get("config") or {}).get("deny_purge"):
             raise _deny_purge(params.stream)
@@ -372,7 +593,6 @@ async def stream_purge(ctx: Context, params: StreamPurgeParams) -> StreamPurgeRe
         body["seq"] = params.seq
     if params.keep is not None:
         body["keep"] = params.keep
-    js = await ctx.js(params.account_name)
     try:
         resp = await js.request(f"STREAM.PURGE.{params.stream}", body or None,
                                 context=f"purge stream {params.stream}")
@@ -384,6 +604,32 @@ async def stream_purge(ctx: Context, params: StreamPurgeParams) -> StreamPurgeRe
     result.done = True
     result.purged = int(resp.get("purged") or 0)
     return result
+
+
+async def _purge_count(js: JsApi, info: dict[str, Any], params: StreamPurgeParams) -> tuple[int, Precision]:
+    """How many messages the purge removes: those on the subject, before seq, or all but the newest `keep`."""
+    st = StreamState.model_validate(info.get("state") or {})
+    first = max(1, st.first_seq)
+    matching: int | None = st.messages
+    if params.subject and st.messages:
+        matching = await count_from(js, info, subject=params.subject, seq=first)
+        if matching is None:
+            detail = await js.request(f"STREAM.INFO.{params.stream}", {"subjects_filter": params.subject},
+                                      context=f"stream {params.stream}")
+            matching = sum(int(v) for v in ((detail.get("state") or {}).get("subjects") or {}).values())
+    would = matching or 0
+    if params.seq is not None and would:
+        if params.seq <= first:
+            return 0, "exact"
+        if params.seq <= st.last_seq:
+            # Those before seq are those matching less those matching from seq on.
+            rest = await count_from(js, info, subject=params.subject, seq=params.seq)
+            if rest is None:
+                return min(would, params.seq - first), "up_to"
+            would -= rest
+    if params.keep is not None:
+        would = max(0, would - params.keep)
+    return would, "exact"
 
 
 def _deny_purge(stream: str) -> Conflict:
