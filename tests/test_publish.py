@@ -128,6 +128,21 @@ async def test_ttl(toolkit: Toolkit, uniq: str) -> None:
     assert disabled.value.code == "message_ttl_disabled"
 
 
+async def test_ttl_refused_on_a_server_older_than_2_11(toolkit: Toolkit, uniq: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older server ignores Nats-TTL and would keep the message for good: refuse instead."""
+    await _stream(toolkit, uniq, allow_msg_ttl=True)
+    nc = await toolkit.context.nc()
+    monkeypatch.setitem(nc._server_info, "version", "2.10.22")  # the bundled server is newer
+    with pytest.raises(Unsupported) as old:
+        await toolkit.call("publish", subject=f"{uniq}.x", payload="x", ttl="60s")
+    assert old.value.code == "server_too_old"
+    assert "Nats-TTL" in old.value.message and "2.11" in old.value.message and "2.10.22" in old.value.message
+    assert (await toolkit.call("stream_state", stream=uniq)).state.messages == 0  # type: ignore[attr-defined]
+    plain: Any = await toolkit.call("publish", subject=f"{uniq}.x", payload="x")
+    assert plain.acked is True
+
+
 async def test_payload_larger_than_max_payload_is_refused_before_sending(toolkit: Toolkit, uniq: str) -> None:
     nc = await toolkit.context.nc()
     limit = nc.max_payload

@@ -27,7 +27,7 @@ from natsop.models import (
     decode_input,
     payload_of,
 )
-from natsop.ops._common import PageParams, duration_ns, ns_to_s
+from natsop.ops._common import PageParams, duration_ns, ns_to_s, require_server
 from natsop.ops._kv import (
     HDR_EXPECTED_LAST_SUBJECT_SEQ,
     HDR_OPERATION,
@@ -307,6 +307,9 @@ async def kv_add(ctx: Context, params: KvAddParams) -> KvAddResult:
     if params.mirror and params.limit_marker_ttl_s is not None:
         raise UserError("limit markers cannot be enabled on a mirror", code="invalid_argument",
                         hint="Enable them on the origin bucket.")
+    if params.limit_marker_ttl_s is not None:
+        # An older server ignores the setting: the bucket would silently have no markers.
+        await require_server(ctx, params.account_name, (2, 11, 0), "limit markers (limit_marker_ttl_s)")
     js = await ctx.js(params.account_name)
     try:
         info = await js.request(f"STREAM.CREATE.{kv_stream(params.bucket)}", bucket_config(params),

@@ -11,6 +11,7 @@ from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, UserError, from_nats
 from natsop.jsapi import JsApi, decode_response
 from natsop.models import decode_input
+from natsop.ops._common import require_server
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import PublishSubject, StreamName
 
@@ -147,6 +148,9 @@ async def publish(ctx: Context, params: PublishParams) -> PublishResult:
     and returns the stored sequence (set jetstream=false to send without waiting).
     """
     _check(params)
+    if params.ttl is not None:
+        # An older server ignores the header: the message would be kept as if it had no TTL.
+        await require_server(ctx, params.account_name, (2, 11, 0), "per-message TTL (Nats-TTL)")
     data = decode_input(params.payload, params.payload_encoding)
     headers = _headers(params)
     nc = await ctx.nc(params.account_name)
