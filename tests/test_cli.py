@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
+from natsop import EmbeddedServer
 from natsop.cli import build_cli
 from natsop.registry import operations
-from tests.conftest import CliFn, cli_json
+from tests.conftest import CliFn, cli_json, mcp_client
 
 
 def _walk(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
@@ -91,3 +93,85 @@ def test_read_only_cli_has_no_write_commands(cli: CliFn) -> None:
     assert ("stream", "rm") not in paths and ("stream", "add") not in paths
     result = cli("stream", "add", "X", read_only=True)
     assert result.exit_code != 0
+
+
+def test_refused_destructive_command_prints_one_json_document(cli: CliFn, uniq: str) -> None:
+    assert cli("stream", "add", uniq).exit_code == 0
+    for argv in (("--json", "stream", "rm", uniq), ("stream", "rm", uniq, "--json")):
+        refused = cli(*argv)
+        assert refused.exit_code == 1
+        doc = json.loads(refused.stdout)  # the whole of stdout is one document
+        assert doc["error"]["code"] == "confirmation_required" and "--force" in doc["error"]["hint"]
+        dry_run = doc["error"]["details"]["dry_run"]
+        assert dry_run["done"] is False and dry_run["confirm_with"] == uniq
+    assert cli("stream", "info", uniq).exit_code == 0  # still there
+
+
+def test_global_options_also_follow_the_verb(cli: CliFn, server: EmbeddedServer, uniq: str) -> None:
+    assert cli("stream", "add", uniq).exit_code == 0
+    listed = cli("stream", "ls", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert uniq in {s["name"] for s in cli_json(listed)["streams"]}
+    assert cli_json(cli("stream", "info", uniq, "--json"))["config"]["name"] == uniq
+    # Given in both places, the one after the command wins.
+    nowhere = "nats://127.0.0.1:1"
+    won = cli("-s", nowhere, "stream", "info", uniq, "-s", server.url, "--json")
+    assert won.exit_code == 0, won.output
+    lost = cli("-s", server.url, "stream", "info", uniq, "--server", nowhere, "--json")
+    assert lost.exit_code == 1 and json.loads(lost.stdout)["error"]["code"] == "not_connected"
+    # --read-only after the verb refuses a write.
+    refused = cli("stream", "add", f"{uniq}_2", "--read-only")
+    assert refused.exit_code == 1 and "read_only" in refused.output
+    assert cli("stream", "info", f"{uniq}_2").exit_code == 1
+    for option, code in (("--account", "unknown_account"), ("--context", "unknown_context"),
+                         ("--creds", "bad_creds_file")):
+        wrong = cli("kv", "ls", option, "/no/such/thing", "--json")
+        assert wrong.exit_code == 1 and json.loads(wrong.stdout)["error"]["code"] == code, (option, wrong.output)
+    # A command with a parameter of the same name keeps its own.
+    commands = dict(_walk(build_cli(read_only=False)))
+    assert [p.name for p in commands[("account", "report", "connections")].params].count("account") == 1
+
+
+async def test_serve_read_only_after_the_verb(server_env: dict[str, str]) -> None:
+    async with mcp_client(server_env, "serve", "--read-only") as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+    assert "stream_info" in tools
+    assert "stream_add" not in tools and "kv_put" not in tools
+
+
+def test_help_says_commands_not_mcp_tools() -> None:
+    ops = operations()
+    tools = "|".join(sorted((o.tool for o in ops), key=len, reverse=True))
+    mcp_word = re.compile(rf"(?<![\w-])({tools})(?![\w-])")
+    texts: dict[tuple[str, ...], list[str]] = {}
+    for path, cmd in _walk(build_cli(read_only=False)):
+        texts[path] = [cmd.help or "", cmd.short_help or "", cmd.epilog or ""]
+        texts[path] += [p.help or "" for p in cmd.params if isinstance(p, click.Option)]
+    for path, parts in texts.items():
+        for text in parts:
+            # One-word tool names (`request`, `audit`) are English words too: only backticked ones are tools.
+            for found in mcp_word.finditer(text):
+                assert "_" not in found[1] and text[found.start() - 1:found.start()] != "`", (path, text)
+    audit = " ".join(texts[("audit",)])
+    assert "natsop audit-rules" in audit and "--skip ID" in audit
+    assert "Pass --ack" in " ".join(texts[("consumer", "next")])
+    assert "natsop kv purge removes it" in " ".join(texts[("kv", "del")])
+
+
+def test_kv_rm_with_a_key_deletes_the_key(cli: CliFn, uniq: str) -> None:
+    bucket = uniq.lower()
+    assert cli("kv", "add", bucket).exit_code == 0
+    assert cli("kv", "put", bucket, "k1", "v1").exit_code == 0
+    assert cli("kv", "put", bucket, "k2", "v2").exit_code == 0
+    gone = cli("--json", "kv", "rm", bucket, "k1")
+    assert gone.exit_code == 0, gone.output
+    assert cli_json(gone)["operation"] == "DEL"
+    assert "key_deleted" in cli("kv", "get", bucket, "k1").output
+    assert cli_json(cli("--json", "kv", "get", bucket, "k2"))["value"]["data"] == "v2"
+    stray = cli("kv", "rm", bucket, "--revision", "3")
+    assert stray.exit_code == 1 and "--revision does not apply" in stray.output
+    refused = cli("kv", "rm", bucket)  # the bucket: still asks
+    assert refused.exit_code == 1 and "confirmation_required" in refused.output
+    assert cli("kv", "info", bucket).exit_code == 0
+    assert cli("kv", "rm", bucket, "--force").exit_code == 0
+    assert cli("kv", "info", bucket).exit_code == 1

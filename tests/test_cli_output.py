@@ -118,3 +118,63 @@ def test_progress_bar_on_a_terminal(server_env: dict[str, str], tmp_path: Any) -
     piped = subprocess.run([*base, "object", "put", bucket, "blob.bin", "--name", "again"], env=env,
                            capture_output=True, text=True)
     assert piped.returncode == 0 and "MB/s" not in piped.stderr + piped.stdout
+
+
+def test_waiting_status_helpers() -> None:
+    from natsop.cli import _shows_activity, _time_limit, _waiting_text
+    from natsop.registry import get
+
+    watch, ls, req = get("kv_watch"), get("kv_ls"), get("request")
+    assert _time_limit(watch, {}) == 5  # the parameter's default
+    assert _time_limit(watch, {"timeout_s": 30.0}) == 30
+    assert _time_limit(ls, {}) == ls.timeout_s  # no timeout_s parameter: the operation's own bound
+    assert _waiting_text(watch, 3.2, 30) == "natsop kv watch: 3s of at most 30s"
+    assert _waiting_text(req, 0.6, 2.5) == "natsop req: 1s of at most 2.5s"
+    assert _shows_activity(stderr_tty=True, as_json=False)
+    assert not _shows_activity(stderr_tty=True, as_json=True)
+    assert not _shows_activity(stderr_tty=False, as_json=False)
+
+
+def test_nothing_extra_when_not_on_a_terminal(cli: CliFn, uniq: str) -> None:
+    out = cli("sub", f"{uniq}.quiet", "--timeout-s", "0.8")
+    assert out.exit_code == 0
+    assert out.stderr == "" and "of at most" not in out.stdout
+
+
+def test_waiting_status_on_a_terminal(server_env: dict[str, str], tmp_path: Any) -> None:
+    """A command that waits shows a transient status on stderr (a terminal), never on stdout."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {**os.environ, **server_env, "COLUMNS": "120"}
+    subject = f"quiet{os.getpid()}.nothing"
+
+    def run(*argv: str) -> tuple[str, str]:
+        primary, secondary = pty.openpty()
+        try:
+            with subprocess.Popen([sys.executable, "-m", "natsop", *argv], env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=secondary, close_fds=True) as proc:
+                os.close(secondary)
+                chunks = []
+                while True:
+                    try:
+                        chunk = os.read(primary, 65536)
+                    except OSError:  # the terminal closes when the process ends
+                        break
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                stdout = proc.communicate(timeout=60)[0].decode()
+                assert proc.returncode == 0, stdout
+        finally:
+            os.close(primary)
+        return b"".join(chunks).decode("utf-8", "replace"), stdout
+
+    screen, stdout = run("sub", subject, "--timeout-s", "1.6")
+    assert "natsop sub: 1s of at most 1.6s" in screen
+    assert "\x1b[2K" in screen  # and it was erased
+    assert "of at most" not in stdout and "stopped by" in stdout
+    screen, stdout = run("--json", "sub", subject, "--timeout-s", "1")
+    assert screen == "" and json.loads(stdout)["stopped_by"] == "timeout"

@@ -2,22 +2,26 @@
 
 `natsop stream info ORDERS` runs the operation `stream_info` with `stream="ORDERS"`.
 A parameter named in the operation's `args` is a positional argument; every other
-parameter is an option with the same name (`max_age_s` is `--max-age-s`). Output is
-a table or key/value section for people and exactly the result model with `--json`.
+parameter is an option with the same name (`max_age_s` is `--max-age-s`); models,
+lists of models and dicts take JSON. Output is a table or key/value section for
+people and exactly the result model with `--json` (one JSON document, errors too).
 Destructive commands show what they would do and ask; without a terminal they
-refuse unless `--force` is given.
+refuse unless `--force` is given. The global options (`--json`, `-s`, `--context`,
+...) go before the noun or after the verb, as in natscli.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
 import os
+import re
 import sys
+import time
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import click
@@ -26,7 +30,7 @@ from pydantic.fields import FieldInfo
 
 from natsop import __version__
 from natsop.bootstrap import ConnectOptions, open_context
-from natsop.context import Context, ProgressFn
+from natsop.context import Context
 from natsop.errors import NatsopError, UserError
 from natsop.models import Confirmable
 from natsop.registry import Operation, Result, operations
@@ -53,6 +57,33 @@ NOUN_HELP = {
 # natscli's short nouns.
 NOUN_ALIASES = {"str": "stream", "con": "consumer", "obs": "consumer", "obj": "object", "srv": "server",
                 "acc": "account"}
+# natscli verbs that do two things: with one more positional argument the command runs another
+# operation. `kv rm BUCKET` deletes the bucket; `kv rm BUCKET KEY` deletes the key, as `kv del` does.
+EXTRA_ARG_ROUTES: dict[str, tuple[str, str]] = {"kv_delete_bucket": ("key", "kv_del")}
+
+# The global options: on `natsop` itself and, hidden, after every command's name (`natsop stream ls
+# --json`, `natsop serve --read-only`). Each is (declarations, settings).
+GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--context",), {"help": "natscli context to use"}),
+    (("--server", "-s"), {"help": "NATS server URL(s), comma-separated (default NATS_URL)"}),
+    (("--creds",), {"help": "Credentials file (default NATS_CREDS)"}),
+    (("--nkey",), {"help": "NKey seed file (default NATS_NKEY)"}),
+    (("--user",), {"help": "User name (default NATS_USER; password from NATS_PASSWORD)"}),
+    (("--tlscert",), {"help": "Client certificate for TLS"}),
+    (("--tlskey",), {"help": "Client key for TLS"}),
+    (("--tlsca",), {"help": "CA to verify the server's certificate"}),
+    (("--embedded",), {"is_flag": True, "help": "Use natsop's embedded server even if NATS is configured"}),
+    (("--account", "account"), {"help": "Configured account (context name) to act as"}),
+    (("--json", "as_json"), {"is_flag": True, "help": "Print the result as JSON"}),
+    (("--read-only",), {"is_flag": True, "help": "Offer only read-only commands (also NATSOP_READ_ONLY=1)"}),
+    (("--files-dir",), {"type": click.Path(file_okay=False), "help": "Directory for files read or written"}),
+)
+ROOT_ONLY: dict[str, dict[str, Any]] = {"context": {"envvar": "NATS_CONTEXT"}, "read_only": {"envvar": "NATSOP_READ_ONLY"}}
+GLOBAL_EPILOG = ("Global options (see natsop --help: --json, -s URL, --context, --creds, --read-only, ...) "
+                 "may also follow the command; there they win over the same option given before it.")
+
+
+# ----------------------------------------------------------------------------- parameters
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -68,13 +99,90 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _parse_kv(values: tuple[str, ...], sep: str, name: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _reads_text(model: type[BaseModel]) -> bool:
+    """True when the model takes a text form of its own (a before-validator, as weighted destinations do)."""
+    validators = model.__pydantic_decorators__.model_validators.values()
+    return any(v.info.mode in ("before", "wrap") for v in validators)
+
+
+def _example(t: Any) -> str:
+    """A JSON example for the help and errors: a model's required fields."""
+    if not _is_model(t):
+        return '{"name": "value"}'
+    fields = {n: f for n, f in t.model_fields.items() if f.is_required()} or dict(list(t.model_fields.items())[:1])
+    sample = {n: 0 if _unwrap(f.annotation)[0] in (int, float) else "..." for n, f in fields.items()}
+    return json.dumps(sample)
+
+
+def _load_json(text: str, label: str, example: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        where = f" ({exc.msg} at column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise UserError(f"{label} is not valid JSON{where}: {shown!r}", code="invalid_json",
+                        hint=f"Give JSON such as {label} '{example}', in single quotes for the shell.") from None
+
+
+def _json_items(values: tuple[str, ...], label: str, item: Any) -> list[Any] | None:
+    """Each value one JSON object, or a JSON array of them (or a model's own text form)."""
+    if not values:
+        return None
+    text_ok = _is_model(item) and _reads_text(item)
+    out: list[Any] = []
+    for raw in values:
+        if text_ok and not raw.lstrip().startswith(("{", "[")):
+            out.append(raw)
+            continue
+        parsed = _load_json(raw, label, _example(item))
+        out.extend(parsed) if isinstance(parsed, list) else out.append(parsed)
+    return out
+
+
+def _json_value(raw: str | None, label: str, model: Any) -> Any:
+    if raw is None:
+        return None
+    if _is_model(model) and _reads_text(model) and not raw.lstrip().startswith("{"):
+        return raw
+    return _load_json(raw, label, _example(model))
+
+
+def _json_or_text(raw: str | None) -> Any:
+    """Any JSON value; text that is not JSON is a string (`--json-value shipped`)."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _dict_items(values: tuple[str, ...], label: str, sep: str | None, lists: bool) -> dict[str, Any] | None:
+    """KEY=VALUE pairs (NAME:VALUE for header lists; none when `sep` is None), or JSON objects, merged in order."""
+    if not values:
+        return None
+    out: dict[str, Any] = {}
     for item in values:
-        if sep not in item:
-            raise UserError(f"--{name} takes KEY{sep}VALUE, got {item!r}", code="invalid_argument")
-        k, v = item.split(sep, 1)
-        out[k.strip()] = v.strip()
+        if item.lstrip().startswith("{"):
+            pairs = _load_json(item, label, '{"name": "value"}')
+            if not isinstance(pairs, dict):
+                raise UserError(f"{label} takes a JSON object, got {item!r}", code="invalid_argument")
+            items = list(pairs.items())
+        elif sep is not None and sep in item:
+            k, v = item.split(sep, 1)
+            items = [(k.strip(), v.strip())]
+        else:
+            form = f"KEY{sep}VALUE or a JSON object" if sep else "a JSON object"
+            raise UserError(f"{label} takes {form}, got {item!r}", code="invalid_argument")
+        for k, v in items:
+            if lists:  # a repeated name keeps every value
+                out.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+            else:
+                out[k] = v
     return out
 
 
@@ -83,76 +191,153 @@ def _param_for(name: str, field: FieldInfo, positional: bool) -> tuple[click.Par
     inner, _optional = _unwrap(field.annotation)
     required = field.is_required()
     help_text = field.description or ""
-    opt = "--" + name.replace("_", "-")
+    label = name.upper() if positional else "--" + name.replace("_", "-")
     convert: Callable[[Any], Any] = lambda v: v  # noqa: E731
     origin = typing.get_origin(inner)
-    click_type: Any = None
+    type_args = typing.get_args(inner)
+    click_type: Any = str  # text that pydantic reads: names, subjects, datetimes, enums
     multiple = False
     is_flag = False
     if inner is bool:
         is_flag = True
-    elif inner in (int, float, str):
+    elif inner in (int, float):
         click_type = inner
     elif origin is Literal:
-        click_type = click.Choice([str(a) for a in typing.get_args(inner)])
-    elif origin is list and typing.get_args(inner) and _unwrap(typing.get_args(inner)[0])[0] in (str, int, float):
-        click_type = _unwrap(typing.get_args(inner)[0])[0]
-        multiple = True
-        convert = lambda v: list(v) if v else None  # noqa: E731
+        click_type = click.Choice([str(a) for a in type_args])
     elif origin is list:
-        # A list whose inner type is Annotated[str, ...] (validated names) is still strings.
-        click_type = str
+        item = _unwrap(type_args[0])[0] if type_args else str
         multiple = True
-        convert = lambda v: list(v) if v else None  # noqa: E731
-    elif origin is dict:
-        value_t = typing.get_args(inner)[1] if typing.get_args(inner) else Any
-        if value_t is str:
-            multiple = True
-            click_type = str
-            help_text += " (KEY=VALUE, repeatable)"
-            convert = lambda v: _parse_kv(v, "=", name) if v else None  # noqa: E731
-        elif typing.get_origin(value_t) is list:
-            multiple = True
-            click_type = str
-            help_text += " (NAME:VALUE, repeatable)"
-
-            def convert(v: Any) -> Any:
-                if not v:
-                    return None
-                out: dict[str, list[str]] = {}
-                for item in v:  # one pair at a time, so a repeated name keeps every value
-                    for k, val in _parse_kv((item,), ":", name).items():
-                        out.setdefault(k, []).append(val)
-                return out
+        if _is_model(item) or typing.get_origin(item) is dict or item is Any:
+            help_text += " (JSON: an object such as " + _example(item) + ", or an array of them; repeatable)"
+            convert = lambda v: _json_items(v, label, item)  # noqa: E731
         else:
-            click_type = str
-            help_text += " (JSON)"
-            convert = lambda v: json.loads(v) if v else None  # noqa: E731
-    else:
-        click_type = str
-        help_text += " (JSON)"
-        convert = lambda v: json.loads(v) if v else None  # noqa: E731
+            click_type = item if item in (int, float) else str
+            convert = lambda v: list(v) if v else None  # noqa: E731
+    elif origin is dict:
+        multiple = True
+        value_t = _unwrap(type_args[1])[0] if len(type_args) == 2 else Any
+        if value_t in (str, int, float):
+            help_text += " (KEY=VALUE or a JSON object, repeatable)"
+            convert = lambda v: _dict_items(v, label, "=", lists=False)  # noqa: E731
+        elif typing.get_origin(value_t) is list:
+            help_text += " (NAME:VALUE or a JSON object, repeatable)"
+            convert = lambda v: _dict_items(v, label, ":", lists=True)  # noqa: E731
+        else:
+            help_text += " (a JSON object, repeatable)"
+            convert = lambda v: _dict_items(v, label, None, lists=False)  # noqa: E731
+    elif _is_model(inner):
+        help_text += f" (JSON object such as {_example(inner)})"
+        convert = lambda v: _json_value(v, label, inner)  # noqa: E731
+    elif inner is Any or inner is object:
+        help_text += " (JSON; text that is not JSON is a string)"
+        convert = _json_or_text
 
-    if positional and not multiple:
-        return click.Argument([name], type=click_type, required=required), convert
-    if positional and multiple:
-        return click.Argument([name], type=click_type, nargs=-1, required=required), convert
-    default = None if not required else ...
+    if positional:
+        return click.Argument([name], type=click_type, nargs=-1 if multiple else 1, required=required), convert
     if is_flag:
-        return click.Option([f"{opt}/--no-{name.replace('_', '-')}"], default=None, help=help_text), convert
-    return click.Option([opt], type=click_type, multiple=multiple, required=required and default is ...,
-                        default=None if multiple is False else (), help=help_text,
-                        show_default=False), convert
+        return click.Option([f"{label}/--no-{name.replace('_', '-')}"], default=None, help=help_text), convert
+    return click.Option([label], type=click_type, multiple=multiple, required=required,
+                        default=() if multiple else None, help=help_text, show_default=False), convert
+
+
+# ----------------------------------------------------------------------------- help in the CLI's words
+
+
+_VALUE = r"\[[^\]]*\]|'[^']*'|\"[^\"]*\"|[\w.*>-]*[\w*>]"
+# The MCP forms in help text: `name` in backticks, an identifier with an underscore, name=value.
+_MCP_WORDS = re.compile(r"`(?P<tick>[a-z][a-z0-9_]*)`"
+                        r"|(?<![\w`-])(?P<key>[a-z][a-z0-9_]*)=(?P<value>" + _VALUE + ")"
+                        r"|(?<![\w`-])(?P<word>[a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?![\w-])")
+
+
+class _Words:
+    """MCP wording said the CLI's way: `kv_purge` is `natsop kv purge`, `skip=[id]` is `--skip ID`,
+    `ack=true` is `--ack`, and a parameter's name is its option (or its positional argument)."""
+
+    def __init__(self, ops: list[Operation]) -> None:
+        self.commands = {o.tool: "natsop " + " ".join(o.cli) for o in ops}
+
+    def say(self, text: str, op: Operation | None = None) -> str:
+        """`text` with tool names as commands and, for `op`, its parameters as options."""
+        if "_" not in text and "`" not in text and "=" not in text:
+            return text
+        params = {n for n in op.params.model_fields if n not in HIDDEN_FIELDS} if op else set()
+        args = set(op.args) if op else set()
+
+        def flag(name: str, value: str | None = None) -> str:
+            if name in args:
+                return name.upper() if value is None else value.strip("'\"[]")
+            opt = "--" + name.replace("_", "-")
+            if value is None or value == "true":
+                return opt
+            if value == "false":
+                return "--no-" + name.replace("_", "-")
+            if value.startswith("["):
+                return f"{opt} {value.strip('[]').upper()}"
+            return f"{opt} {value.strip(chr(39) + chr(34))}"
+
+        def one(m: re.Match[str]) -> str:
+            if m["tick"]:
+                name = m["tick"]
+                if name in self.commands:
+                    return f"`{self.commands[name]}`"
+                return f"`{flag(name)}`" if name in params else m[0]
+            if m["key"]:
+                return flag(m["key"], m["value"]) if m["key"] in params else m[0]
+            name = m["word"]
+            if name in self.commands:
+                return self.commands[name]
+            return flag(name) if name in params else m[0]
+
+        return _MCP_WORDS.sub(one, text)
+
+
+@functools.cache
+def _words() -> _Words:
+    return _Words(operations())
+
+
+# ----------------------------------------------------------------------------- state and output
 
 
 class _State:
-    def __init__(self, conn: ConnectOptions, as_json: bool, account: str | None, files_dir: str | None,
-                 read_only: bool) -> None:
-        self.conn = conn
-        self.read_only = read_only
-        self.as_json = as_json
-        self.account = account
-        self.files_dir = files_dir
+    """The global options: as given before the noun, then overridden by those after the verb."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        self.conn = ConnectOptions(
+            context=values.get("context"), server=values.get("server"), creds=values.get("creds"),
+            nkey=values.get("nkey"), user=values.get("user"), password=os.environ.get("NATS_PASSWORD"),
+            tls_cert=values.get("tlscert"), tls_key=values.get("tlskey"), tls_ca=values.get("tlsca"),
+            embedded=bool(values.get("embedded")),
+        )
+        self.as_json = bool(values.get("as_json"))
+        self.account: str | None = values.get("account")
+        self.files_dir: str | None = values.get("files_dir")
+        self.read_only = bool(values.get("read_only")) or _env_flag("NATSOP_READ_ONLY")
+
+    def overridden(self, given: dict[str, Any]) -> _State:
+        """This state with the options given after the command (a flag can only be turned on)."""
+        changed = {k: v for k, v in given.items() if v is not None and v is not False}
+        return _State({**self.values, **changed}) if changed else self
+
+
+@functools.cache
+def _hidden_global_options() -> tuple[click.Option, ...]:
+    # Built once and shared by every command: click only reads them while parsing.
+    return tuple(click.Option(list(decls), hidden=True, default=None, **settings) for decls, settings in GLOBAL_OPTIONS)
+
+
+def _global_params(taken: set[str]) -> tuple[list[click.Parameter], list[str]]:
+    """The global options for use after a command's name, except those the command has itself."""
+    params: list[click.Parameter] = []
+    names: list[str] = []
+    for opt in _hidden_global_options():
+        if opt.name is None or opt.name in taken:
+            continue
+        params.append(opt)
+        names.append(opt.name)
+    return params, names
 
 
 def _emit(result: BaseModel, as_json: bool) -> None:
@@ -167,7 +352,10 @@ def _emit(result: BaseModel, as_json: bool) -> None:
     Console(soft_wrap=False, width=width, markup=False, emoji=False).print(renderable(result))
 
 
-def _fail(err: NatsopError, as_json: bool) -> None:
+def _fail(err: NatsopError, as_json: bool) -> typing.NoReturn:
+    """The one way a command fails: the error document on stdout with --json, else text on stderr."""
+    # Hints name MCP tools: say the command instead (not in the message, which may quote the user's names).
+    err.hint = _words().say(err.hint)
     if as_json:
         click.echo(json.dumps({"error": err.to_dict()}, indent=2, default=str))
     else:
@@ -175,83 +363,181 @@ def _fail(err: NatsopError, as_json: bool) -> None:
     sys.exit(1)
 
 
-@contextlib.contextmanager
-def _progress_bar(enabled: bool) -> Iterator[ProgressFn | None]:
-    """A progress bar on stderr for long work (transfers, backups), only on a terminal."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task("", total=None)
-
-        async def report(done: float, total: float | None, message: str | None) -> None:
-            bar.update(task, completed=done, total=total, description=message or "")
-
-        yield report
+# ----------------------------------------------------------------------------- what a terminal shows while it runs
 
 
-def _stderr_console() -> Any:
-    from rich.console import Console
+WAIT_DELAY_S = 0.5  # quicker commands show nothing
 
-    return Console(stderr=True)
+
+def _time_limit(op: Operation, arguments: dict[str, Any]) -> float:
+    """The longest the command may run: its own `timeout_s` if it has one, else the operation's bound."""
+    field = op.params.model_fields.get("timeout_s")
+    if field is None:
+        return op.timeout_s
+    given = arguments.get("timeout_s", field.default)
+    return float(given) if isinstance(given, (int, float)) else op.timeout_s
+
+
+def _waiting_text(op: Operation, elapsed_s: float, limit_s: float | None) -> str:
+    """The status line while a command without progress reports runs: `kv watch: 3s of at most 30s`."""
+    text = f"natsop {' '.join(op.cli)}: {elapsed_s:.0f}s"
+    return f"{text} of at most {limit_s:g}s" if limit_s else text
+
+
+def _shows_activity(stderr_tty: bool, as_json: bool) -> bool:
+    """A spinner or progress bar only for a person at a terminal; never with --json, never on stdout."""
+    return stderr_tty and not as_json
+
+
+class _Activity:
+    """Transient, on stderr: a progress bar once the operation reports progress; otherwise, after
+    WAIT_DELAY_S, a spinner with the elapsed time and the limit."""
+
+    def __init__(self, op: Operation, arguments: dict[str, Any]) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.op = op
+        self.limit = _time_limit(op, arguments)
+        self.started = time.monotonic()
+        self.live: Any = None  # the spinner
+        self.spinner: Any = None
+        self.bar: Any = None
+        self.task: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> _Activity:
+        self.timer = asyncio.get_running_loop().call_later(WAIT_DELAY_S, self._wait)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        for display in (self.live, self.bar):
+            if display is not None:
+                display.stop()
+
+    def __rich__(self) -> Any:
+        self.spinner.update(text=_waiting_text(self.op, time.monotonic() - self.started, self.limit))
+        return self.spinner
+
+    def _wait(self) -> None:
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        if self.bar is not None:
+            return
+        self.spinner = Spinner("dots")
+        self.live = Live(self, console=self.console, transient=True, refresh_per_second=8)
+        self.live.start()
+
+    async def report(self, done: float, total: float | None, message: str | None) -> None:
+        if self.bar is None:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            if self.live is not None:
+                self.live.stop()
+                self.live = None
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), TimeRemainingColumn(), transient=True, console=self.console)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=None)
+        self.bar.update(self.task, completed=done, total=total, description=message or "")
+
+
+async def _run_shown(state: _State, base: Context, op: Operation, arguments: dict[str, Any]) -> BaseModel:
+    if not _shows_activity(sys.stderr.isatty(), state.as_json):
+        return await run_operation(base, op, arguments)
+    with _Activity(op, arguments) as activity:
+        return await run_operation(base.with_progress(activity.report), op, arguments)
 
 
 async def _run(state: _State, op: Operation, arguments: dict[str, Any], force: bool) -> None:
     async with open_context(state.conn, files_dir=state.files_dir) as base:
-        with _progress_bar(sys.stderr.isatty() and not state.as_json) as progress:
-            ctx = base.with_progress(progress)
-            result = await run_operation(ctx, op, arguments)
-            await _confirm_and_emit(state, op, arguments, force, ctx, result)
-
-
-async def _confirm_and_emit(state: _State, op: Operation, arguments: dict[str, Any], force: bool, ctx: Context,
-                            result: BaseModel) -> None:
-    """A dry run of a destructive command becomes the real thing only when confirmed or forced."""
-    if isinstance(result, Confirmable) and result.confirmation_required:
-        if not force:
-            if not (sys.stdin.isatty() and sys.stdout.isatty()):
-                _emit(result, state.as_json)
-                raise UserError(f"not confirmed: {result.action}", code="confirmation_required",
-                                hint="Run it again with --force (-f) to carry it out.")
-            click.echo(f"About to {result.action}.")
-            if not click.confirm("Really do this?", default=False):
-                raise UserError("cancelled; nothing was changed", code="cancelled", hint="")
-        result = await run_operation(ctx, op, {**arguments, "confirm": result.confirm_with})
-    _emit(result, state.as_json)
+        result = await _run_shown(state, base, op, arguments)
+        if isinstance(result, Confirmable) and result.confirmation_required:
+            if not force:
+                _confirm(state, result)
+            result = await _run_shown(state, base, op, {**arguments, "confirm": result.confirm_with})
+        _emit(result, state.as_json)
     status = result.exit_status() if isinstance(result, Result) else 0
     if status:
         sys.exit(status)
 
 
-def _command(op: Operation) -> click.Command:
+def _confirm(state: _State, result: Confirmable) -> None:
+    """Ask before a destructive action; without a terminal refuse (with --json, the dry run goes
+    into the error document, so stdout stays one JSON document)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if not state.as_json:
+            _emit(result, as_json=False)
+        raise UserError(f"not confirmed: {result.action}", code="confirmation_required",
+                        hint="Run it again with --force (-f) to carry it out.",
+                        details={"dry_run": result.model_dump(mode="json")} if state.as_json else None)
+    click.echo(f"About to {result.action}.", err=True)
+    if not click.confirm("Really do this?", default=False, err=True):
+        raise UserError("cancelled; nothing was changed", code="cancelled", hint="")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _operation_params(op: Operation, words: _Words, skip: typing.AbstractSet[str] = frozenset(),
+                      optional_args: bool = False) -> tuple[list[click.Parameter], dict[str, Callable[[Any], Any]]]:
     converters: dict[str, Callable[[Any], Any]] = {}
     params: list[click.Parameter] = []
     for name in op.args:
-        p, conv = _param_for(name, op.params.model_fields[name], positional=True)
+        if name in skip:
+            continue
+        field = op.params.model_fields[name]
+        p, conv = _param_for(name, field, positional=True)
+        if optional_args:
+            p.required = False
         params.append(p)
         converters[name] = conv
     for name, field in op.params.model_fields.items():
-        if name in op.args or name in HIDDEN_FIELDS:
+        if name in op.args or name in HIDDEN_FIELDS or name in skip:
             continue
         p, conv = _param_for(name, field, positional=False)
+        if isinstance(p, click.Option) and p.help:
+            p.help = words.say(p.help, op)
         params.append(p)
         converters[name] = conv
+    return params, converters
+
+
+def _command(op: Operation, words: _Words, route: tuple[str, Operation] | None = None) -> click.Command:
+    """The command for `op`; with `route` (arg, other), giving that extra argument runs `other`."""
+    params, converters = _operation_params(op, words)
+    help_text = words.say(op.description, op)
+    alt_arg, alt_op = route if route else ("", None)
+    if alt_op is not None:
+        own = set(converters)
+        alt_params, alt_converters = _operation_params(alt_op, words, skip=own - {alt_arg}, optional_args=True)
+        for p in alt_params:
+            if isinstance(p, click.Option):
+                p.help = f"(with {alt_arg.upper()}) {p.help}"
+        params += [p for p in alt_params if p.name not in own]
+        converters.update(alt_converters)
+        help_text += (f"\n\nWith {alt_arg.upper()}: {words.say(alt_op.summary, alt_op)} "
+                      f"(as `natsop {' '.join(alt_op.cli)}`).")
     if op.destructive:
         params.append(click.Option(["--force", "-f"], is_flag=True, help="Do it without asking"))
+    globals_, global_names = _global_params({p.name for p in params if p.name} | {"force", "f"})
+    params += globals_
 
     @click.pass_obj
     def callback(state: _State, /, **values: Any) -> None:
-        if state.read_only and not op.read_only:  # also when the group was built before --read-only was seen
+        state = state.overridden({n: values.pop(n) for n in global_names})
+        use = alt_op if alt_op is not None and values.get(alt_arg) not in (None, ()) else op
+        if state.read_only and not use.read_only:  # also when the group was built before --read-only was seen
             _fail(UserError(f"`{' '.join(op.cli)}` changes the deployment and natsop is read-only",
                             code="read_only", hint="Run without --read-only / NATSOP_READ_ONLY to change it."),
                   state.as_json)
@@ -261,6 +547,11 @@ def _command(op: Operation) -> click.Command:
             for name, value in values.items():
                 if value is None or value == ():
                     continue
+                if name not in use.params.model_fields:
+                    shown = name.upper() if name == alt_arg else "--" + name.replace("_", "-")
+                    raise UserError(f"{shown} does not apply to `natsop {' '.join(op.cli)}` "
+                                    f"{'with' if use is alt_op else 'without'} {alt_arg.upper()}",
+                                    code="invalid_argument", hint=f"See `natsop {' '.join(op.cli)} --help`.")
                 arguments[name] = converters[name](value)
         except (ValueError, NatsopError) as exc:
             err = exc if isinstance(exc, NatsopError) else UserError(f"bad value: {exc}")
@@ -268,7 +559,7 @@ def _command(op: Operation) -> click.Command:
         if state.account:
             arguments["account_name"] = state.account
         try:
-            asyncio.run(_run(state, op, arguments, force))
+            asyncio.run(_run(state, use, arguments, force))
         except NatsopError as err:
             _fail(err, state.as_json)
         except KeyboardInterrupt:
@@ -276,10 +567,25 @@ def _command(op: Operation) -> click.Command:
 
     tag = {"read": "", "write": " [writes]", "destructive": " [destructive]"}[op.impact.value]
     return click.Command(
-        op.cli[-1], callback=callback, params=params, help=op.description + tag,
-        short_help=op.summary + tag, no_args_is_help=bool(op.args) and any(
+        op.cli[-1], callback=callback, params=params, help=help_text + tag, epilog=GLOBAL_EPILOG,
+        short_help=words.say(op.summary, op) + tag, no_args_is_help=bool(op.args) and any(
             op.params.model_fields[a].is_required() for a in op.args),
     )
+
+
+def _with_global_options(cmd: click.Command) -> click.Command:
+    """`cmd` (which reads the state with pass_obj) also taking the global options after its name."""
+    extra, names = _global_params({p.name for p in cmd.params if p.name})
+    target = cmd.callback
+    assert target is not None
+
+    def callback(**values: Any) -> Any:
+        ctx = click.get_current_context()
+        ctx.obj = ctx.obj.overridden({n: values.pop(n) for n in names})
+        return ctx.invoke(target, **values)
+
+    return click.Command(cmd.name, callback=callback, params=[*cmd.params, *extra], help=cmd.help,
+                         short_help=cmd.short_help, epilog=GLOBAL_EPILOG, context_settings=cmd.context_settings)
 
 
 class AliasGroup(click.Group):
@@ -297,9 +603,11 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
     """The `natsop` command with every registered operation (only read-only ones if asked)."""
     if read_only is None:
         read_only = _env_flag("NATSOP_READ_ONLY") or "--read-only" in sys.argv
+    words = _words()
     root = _root()
     groups: dict[tuple[str, ...], AliasGroup] = {(): root}
-    for op in operations(read_only=read_only):
+    offered = {op.tool: op for op in operations(read_only=read_only)}
+    for op in offered.values():
         parent: AliasGroup = root
         for depth in range(1, len(op.cli)):
             key = op.cli[:depth]
@@ -308,7 +616,8 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
                 parent.add_command(grp)
                 groups[key] = grp
             parent = groups[key]
-        cmd = _command(op)
+        arg, other = EXTRA_ARG_ROUTES.get(op.tool, ("", ""))
+        cmd = _command(op, words, (arg, offered[other]) if other in offered else None)
         parent.add_command(cmd)
         for alias in op.aliases:
             parent.aliases[alias] = cmd.name or op.cli[-1]
@@ -318,7 +627,7 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
     from natsop.serve import serve_command
     from natsop.skill_cli import skill_group
 
-    root.add_command(serve_command)
+    root.add_command(_with_global_options(serve_command))
     root.add_command(skill_group)
     return root
 
@@ -328,35 +637,26 @@ def _env_flag(name: str) -> bool:
 
 
 def _root() -> AliasGroup:
-    @click.group(cls=AliasGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    params: list[click.Parameter] = []
+    for decls, settings in GLOBAL_OPTIONS:
+        opt = click.Option(list(decls), **settings)
+        if opt.name in ROOT_ONLY:
+            opt = click.Option(list(decls), **settings, **ROOT_ONLY[opt.name])
+        params.append(opt)
+
+    @click.group(cls=AliasGroup, params=params, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="natsop")
-    @click.option("--context", envvar="NATS_CONTEXT", help="natscli context to use")
-    @click.option("--server", "-s", help="NATS server URL(s), comma-separated (default NATS_URL)")
-    @click.option("--creds", help="Credentials file (default NATS_CREDS)")
-    @click.option("--nkey", help="NKey seed file (default NATS_NKEY)")
-    @click.option("--user", help="User name (default NATS_USER; password from NATS_PASSWORD)")
-    @click.option("--tlscert", help="Client certificate for TLS")
-    @click.option("--tlskey", help="Client key for TLS")
-    @click.option("--tlsca", help="CA to verify the server's certificate")
-    @click.option("--embedded", is_flag=True, help="Use natsop's embedded server even if NATS is configured")
-    @click.option("--account", "account", help="Configured account (context name) to act as")
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON")
-    @click.option("--read-only", is_flag=True, envvar="NATSOP_READ_ONLY",
-                  help="Offer only read-only commands (also NATSOP_READ_ONLY=1)")
-    @click.option("--files-dir", type=click.Path(file_okay=False), help="Directory for files read or written")
     @click.pass_context
-    def root(ctx: click.Context, context: str | None, server: str | None, creds: str | None, nkey: str | None,
-             user: str | None, tlscert: str | None, tlskey: str | None, tlsca: str | None, embedded: bool,
-             account: str | None, as_json: bool, read_only: bool, files_dir: str | None) -> None:
+    def root(ctx: click.Context, /, **values: Any) -> None:
         """natsop: operate NATS — streams, consumers, Key-Value, Object Store — safely.
 
         With no NATS configured (NATS_URL, NATS_CONTEXT, a selected natscli context),
         natsop starts its embedded nats-server and works there.
+
+        The options below may also follow a command (`natsop stream ls --json`,
+        `natsop serve --read-only`); given in both places, the one after the command wins.
         """
-        conn = ConnectOptions(context=context, server=server, creds=creds, nkey=nkey, user=user,
-                              password=os.environ.get("NATS_PASSWORD"), tls_cert=tlscert, tls_key=tlskey,
-                              tls_ca=tlsca, embedded=embedded)
-        ctx.obj = _State(conn, as_json, account, files_dir, read_only or _env_flag("NATSOP_READ_ONLY"))
+        ctx.obj = _State(values)
 
     assert isinstance(root, AliasGroup)
     return root
