@@ -72,9 +72,11 @@ async def _restart_cycle(srv: EmbeddedServer, client: Client, http: Served) -> N
     assert httpx2.get(f"{http.url}/healthz", timeout=5).status_code == 200
 
     srv.kill()
-    # The first call may still find the socket open; after that natsop knows, and fails fast.
+    # The first call may still find the socket open: its request is in flight when the connection drops,
+    # and fails then, not at its 5 s timeout. After that natsop knows, and fails at once.
     first, took = await _timed(client.call_tool("stream_info", {"stream": "RESTART"}))
-    assert first.is_error and took < 6.5, (took, _text(first))
+    assert first.is_error and took < 2.0, (took, _text(first))
+    assert "[not_connected]" in _text(first), _text(first)
     for tool, args in (("stream_info", {"stream": "RESTART"}), ("stream_list", {}), ("account_info", {}),
                        ("publish", {"subject": "restart.b", "payload": "during", "jetstream": True})):
         result, took = await _timed(client.call_tool(tool, args))
@@ -92,6 +94,56 @@ async def _restart_cycle(srv: EmbeddedServer, client: Client, http: Served) -> N
     after = await client.call_tool("publish", {"subject": "restart.c", "payload": "after", "jetstream": True})
     assert not after.is_error, _text(after)
     assert httpx2.get(f"{http.url}/healthz", timeout=5).json() == {"status": "ok", "nats": True}
+
+
+async def test_calls_in_flight_fail_when_the_connection_drops(tmp_path: Path) -> None:
+    """Calls waiting on the server when it dies end at once with not_connected, not at their timeouts:
+    a request nobody answers yet (10 s timeout), a system scatter-gather waiting for servers that do not
+    exist (10 s), and a JetStream API call sent in the same instant. Calls after the restart work."""
+    srv = EmbeddedServer(store_dir=tmp_path / "store")
+    await srv.start()
+    try:
+        async with Toolkit.for_server(srv) as tk:
+            await tk.call("stream_add", stream="INFLIGHT", subjects=["inflight.>"])
+            silent = await nats.connect(srv.url, user=srv.app.user, password=srv.app.password)
+
+            async def never_answer(_msg: Any) -> None:
+                return None
+
+            await silent.subscribe("slow.service", cb=never_answer)
+            await silent.flush()
+            calls = [asyncio.create_task(tk.call("request", subject="slow.service", timeout_s=10)),
+                     asyncio.create_task(tk.call("server_list", expected=5, timeout_s=10))]
+            await asyncio.sleep(0.3)  # both are waiting on the server now
+            started = time.monotonic()
+            srv.kill()
+            calls.append(asyncio.create_task(tk.call("stream_info", stream="INFLIGHT")))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            took = time.monotonic() - started
+            await silent.close()
+            assert took < 2.0, (took, results)
+            for err in results:
+                assert isinstance(err, NatsopError) and err.code == "not_connected", err
+                assert "reconnecting" in err.message
+            # Started while the connection is down: refused at once.
+            again_started = time.monotonic()
+            with pytest.raises(NatsopError) as down:
+                await tk.call("stream_info", stream="INFLIGHT")
+            assert down.value.code == "not_connected" and time.monotonic() - again_started < 0.5
+            await srv.restart()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    info: Any = await tk.call("stream_info", stream="INFLIGHT")
+                    break
+                except NatsopError:
+                    assert time.monotonic() < deadline, "natsop did not reconnect"
+                    await asyncio.sleep(0.1)
+            assert info.config["name"] == "INFLIGHT"
+            listed: Any = await tk.call("server_list", expected=1, timeout_s=5)
+            assert listed.total == 1
+    finally:
+        await srv.stop()
 
 
 # -- a 3-node cluster losing nodes
@@ -238,7 +290,9 @@ async def test_jetstream_requests_nobody_answers_end_at_their_timeout(server: Em
 
 
 ACCOUNT_BACKUP = "backups/account"
-OVERRIDES: dict[str, dict[str, Any]] = {"account_restore": {"directory": ACCOUNT_BACKUP}}
+# stream_update is destructive only when the change removes messages: make it one that does.
+OVERRIDES: dict[str, dict[str, Any]] = {"account_restore": {"directory": ACCOUNT_BACKUP},
+                                        "stream_update": {"max_msgs": 1}}
 DESTRUCTIVE = [op for op in operations() if op.destructive]
 
 

@@ -15,20 +15,24 @@ authorization, or which TLS step failed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import ssl
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import nats.errors as nats_errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from natsop.errors import ConfigError, NatsopError, PermissionDenied, Unavailable, from_nats, scrub
 from natsop.models import MultiValueHeaders, parse_header_block
-from natsop.settings import Settings, Target
+from natsop.settings import SYSTEM, Settings, Target
 
-__all__ = ["CONNECT_TIMEOUT_S", "Connections", "connect_options"]
+__all__ = ["CONNECT_TIMEOUT_S", "Connections", "connect_options", "ensure_up", "watch_lost"]
 
 log = logging.getLogger("natsop.connection")
 
@@ -60,7 +64,7 @@ class TlsNotOffered(nats_errors.Error):
 
 
 class _Client(NATS):
-    """nats-py's client with two guards.
+    """nats-py's client with guards.
 
     It refuses to send CONNECT (and so credentials) over plain TCP when TLS is required.
     And closing a socket whose TLS handshake failed waits at most `_CLOSE_WAIT_S`: nats-py
@@ -68,9 +72,69 @@ class _Client(NATS):
     handed to TLS, so a wrong CA would otherwise hang the connection attempt for good.
     It also keeps every value of a repeated header (nats-py keeps the last), see
     `models.MultiValueHeaders`.
+
+    And it fails fast while the connection is down. nats-py buffers a request (or a flush)
+    made while it reconnects, and keeps one in flight waiting for an answer that cannot come,
+    each until its timeout. Here a request or flush started while reconnecting fails at once;
+    when the connection drops, every request, flush and watcher in flight fails at once and
+    what was still buffered is dropped, so that nothing reported as failed is sent later.
     """
 
     require_tls = False
+    #: Where this client connects, for messages (no credentials).
+    where = "the NATS server"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lost_watchers: set[Callable[[Unavailable], None]] = set()
+
+    @property
+    def is_down(self) -> bool:
+        """True while the connection is lost and nats-py reconnects."""
+        return self.is_reconnecting or (not self.is_connected and not self.is_closed)
+
+    def down_error(self) -> Unavailable:
+        """The error for a call made while the connection is down."""
+        return Unavailable(f"the connection to {self.where} is down; natsop is reconnecting", code="not_connected",
+                           hint="Retry shortly; the server may be restarting.")
+
+    def lost_error(self) -> Unavailable:
+        """The error for a call whose connection dropped while it waited for the answer."""
+        return Unavailable(f"the connection to {self.where} was lost while waiting for the answer; natsop is "
+                           "reconnecting", code="not_connected",
+                           hint="Retry shortly; the server may be restarting. If it was a change, check whether "
+                                "it took effect before repeating it.")
+
+    def watch_lost(self, callback: Callable[[Unavailable], None]) -> Callable[[], None]:
+        """Call `callback` with an error if the connection drops; returns the function that stops watching."""
+        self._lost_watchers.add(callback)
+        return lambda: self._lost_watchers.discard(callback)
+
+    def fail_in_flight(self) -> None:
+        """The connection dropped: fail every request, flush and watcher waiting on it; drop the buffer."""
+        # A PUB still buffered would go out after the reconnection, after its caller was told it failed.
+        self._pending = []
+        self._pending_data_size = 0
+        for fut in [*self._resp_map.values(), *self._pongs]:
+            if not fut.done():
+                fut.set_exception(self.lost_error())
+                fut.exception()  # retrieved: nobody awaits the PINGs nats-py sends on its own
+        for callback in list(self._lost_watchers):
+            try:
+                callback(self.lost_error())
+            except Exception as exc:  # one watcher must not keep the others waiting
+                log.debug("a lost-connection watcher failed: %s", type(exc).__name__)
+
+    async def request(self, subject: str, payload: bytes = b"", timeout: float = 0.5, old_style: bool = False,
+                      headers: dict[str, Any] | None = None) -> Msg:
+        if self.is_down:
+            raise self.down_error()
+        return await super().request(subject, payload, timeout=timeout, old_style=old_style, headers=headers)
+
+    async def flush(self, timeout: int = 10) -> None:
+        if self.is_down:
+            raise self.down_error()
+        await super().flush(timeout)
 
     def _connect_command(self) -> bytes:
         if self.require_tls and _ssl_object(self) is None:
@@ -92,6 +156,23 @@ class _Client(NATS):
             if every and any(len(values) > 1 for values in every.values()):
                 return MultiValueHeaders(parsed, every)
         return parsed
+
+
+def ensure_up(nc: NATS) -> None:
+    """Raise `Unavailable` (not_connected) at once when the connection is down."""
+    if isinstance(nc, _Client):
+        if nc.is_down:
+            raise nc.down_error()
+    elif nc.is_reconnecting:
+        raise Unavailable("the connection to the NATS server is down; it is reconnecting", code="not_connected",
+                          hint="Retry shortly; the server may be restarting.")
+
+
+def watch_lost(nc: NATS, callback: Callable[[Unavailable], None]) -> Callable[[], None]:
+    """Have `callback` called with an error if `nc` drops (natsop's connections only); returns the unwatch."""
+    if isinstance(nc, _Client):
+        return nc.watch_lost(callback)
+    return lambda: None
 
 
 _CLOSE_WAIT_S = 0.5
@@ -287,6 +368,41 @@ def _connect_error(t: Target, final: BaseException, seen: list[BaseException]) -
     return from_nats(final, context=where)
 
 
+def _system_context_names(name: str) -> tuple[str, ...]:
+    """The contexts that may hold the system account of the deployment context `name` reaches."""
+    return tuple(f"{name}{sep}{word}" for word in ("system", "sys") for sep in ("-", "_"))
+
+
+def _endpoints(t: Target) -> set[tuple[str, int]]:
+    """(host, port) of each server URL of a target, to tell whether two targets name the same servers."""
+    out: set[tuple[str, int]] = set()
+    for url in t.servers:
+        rest = url.split("://", 1)[-1].rsplit("@", 1)[-1].split("/", 1)[0]
+        host, port = rest, 4222
+        if rest.startswith("["):
+            host, _, tail = rest[1:].partition("]")
+            port = int(tail[1:]) if tail.startswith(":") and tail[1:].isdigit() else 4222
+        elif rest.count(":") == 1:
+            host, _, text = rest.partition(":")
+            port = int(text) if text.isdigit() else 4222
+        out.add((host.lower(), port))
+    return out
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _server_id(nc: NATS) -> str | None:
+    info = getattr(nc, "_server_info", None)
+    sid = info.get("server_id") if isinstance(info, dict) else None
+    return str(sid) if sid else None
+
+
 class Connections:
     """The open connections, keyed by account name."""
 
@@ -294,14 +410,103 @@ class Connections:
         self.settings = settings
         self._conns: dict[str, NATS] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Whether the system account reaches the deployment of an account (by account name), once known.
+        self._same_deployment: dict[str, bool] = {}
 
     async def get(self, account_name: str | None = None) -> tuple[NATS, Target]:
         target = self.settings.target(account_name)
         return await self._connect(target), target
 
-    async def system(self) -> tuple[NATS, Target]:
-        target = self.settings.system_target()
+    async def system(self, account_name: str | None = None) -> tuple[NATS, Target]:
+        """The system account of the deployment `account_name` reaches (default: the default account's).
+
+        Never another deployment's: when none is configured for that deployment, `no_system_account`.
+        """
+        target = await self.system_target(account_name)
         return await self._connect(target), target
+
+    async def system_target(self, account_name: str | None = None) -> Target:
+        """Which system credentials serve the deployment of `account_name`.
+
+        In order: the account itself when it is a system context; a context named
+        `<account>-system` (or `_system`, `-sys`, `_sys`); the configured system account
+        (`settings.system_target()`) when it reaches the same deployment: it names one of the
+        account's servers, or, asked over the system account, the server the account is
+        connected to answers.
+        """
+        target = self.settings.target(account_name)
+        accounts = self.settings.accounts
+        if target.name == SYSTEM or any(target.name in _system_context_names(base) for base in accounts):
+            return target
+        for name in _system_context_names(target.name):
+            if name in accounts:
+                return accounts[name]
+        system = self.settings.system_target()  # no system account at all: its error says what to configure
+        if _endpoints(system) & _endpoints(target) or await self._reaches(system, target):
+            return system
+        raise ConfigError(
+            f"no system account is configured for account {target.name!r} ({target.describe()}): the configured "
+            f"system account ({system.describe()}) belongs to another deployment",
+            code="no_system_account",
+            hint=f"Create a natscli context named '{target.name}-system' with a user of the system account of "
+                 f"the deployment {target.name!r} connects to.",
+        )
+
+    async def _reaches(self, system: Target, target: Target) -> bool:
+        """Whether the system account answers for the server the account's connection is on."""
+        known = self._same_deployment.get(target.name)
+        if known is not None:
+            return known
+        nc = await self._connect(target)
+        sys_nc = await self._connect(system)
+        sid = _server_id(nc)
+        if sid is None:
+            return False
+        if sid == _server_id(sys_nc):
+            self._same_deployment[target.name] = True
+            return True
+        try:
+            await sys_nc.request(f"$SYS.REQ.SERVER.{sid}.STATSZ", b"", timeout=2.0)
+        except nats_errors.NoRespondersError:
+            self._same_deployment[target.name] = False
+            return False
+        except (nats_errors.Error, TimeoutError, NatsopError) as exc:
+            log.debug("cannot tell whether %s is in the system account's deployment: %s", target.name,
+                      type(exc).__name__)
+            return False
+        self._same_deployment[target.name] = True
+        return True
+
+    async def open_direct(self, account_name: str | None, url: str, *, name: str = "natsop") -> NATS:
+        """A connection of its own to exactly the server at `url`, with the account's credentials.
+
+        No reconnecting: the caller measures that one server and closes the connection. A URL
+        learnt from the cluster (an address) is checked against the TLS name of the account's
+        configured server, as natscli's rtt does.
+        """
+        target = self.settings.target(account_name)
+        probe = replace(target, servers=(url if "://" in url else f"nats://{url}",))
+        opts = connect_options(probe)
+        opts.update(name=name, allow_reconnect=False)  # max_reconnect_attempts stays 1: 0 would retry forever
+        if "tls" in opts and target.servers:
+            configured = _endpoints(replace(target, servers=target.servers[:1]))
+            host = next(iter(configured))[0]
+            if host and not _is_address(host):
+                opts["tls_hostname"] = host
+        seen: list[BaseException] = []
+
+        async def on_error(exc: Exception) -> None:
+            if len(seen) < 16:
+                seen.append(exc)
+
+        client = _Client()
+        client.require_tls = _wants_tls(target)
+        client.where = probe.describe()
+        try:
+            await client.connect(**opts, error_cb=on_error)
+        except Exception as exc:
+            raise _connect_error(probe, exc, seen) from None
+        return client
 
     async def _connect(self, target: Target) -> NATS:
         nc = self._conns.get(target.name)
@@ -328,8 +533,13 @@ class Connections:
 
             client = _Client()
             client.require_tls = _wants_tls(target)
+            client.where = target.describe()
+
+            async def on_disconnected() -> None:
+                client.fail_in_flight()
+
             try:
-                await client.connect(**opts, error_cb=on_error)
+                await client.connect(**opts, error_cb=on_error, disconnected_cb=on_disconnected)
             except Exception as exc:
                 raise _connect_error(target, exc, seen) from None
             connected = True

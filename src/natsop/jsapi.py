@@ -17,7 +17,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from natsop.errors import ServerError, from_api_error, from_nats
+from natsop.connection import ensure_up, watch_lost
+from natsop.errors import NatsopError, ServerError, from_api_error, from_nats
 
 __all__ = ["JsApi", "TimedReply", "gather", "gather_timed"]
 
@@ -37,6 +38,7 @@ class JsApi:
                       context: str = "") -> dict[str, Any]:
         """Send one API request and return the decoded response, raising natsop errors for API errors."""
         payload = json.dumps(body).encode() if body is not None else b""
+        ensure_up(self.nc)
         try:
             msg = await self.nc.request(self.subject(suffix), payload, timeout=timeout or self.timeout)
         except Exception as exc:
@@ -91,8 +93,9 @@ async def gather_timed(nc: NATS, subject: str, body: dict[str, Any] | None = Non
     `idle` seconds without a new reply. `learn_expected` may read the count from the replies
     themselves (STATSZ carries it), so that a slow server is waited for rather than missed.
     """
+    ensure_up(nc)
     inbox = nc.new_inbox()
-    queue: asyncio.Queue[tuple[Msg, float]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[Msg, float] | NatsopError] = asyncio.Queue()
 
     async def on_msg(msg: Msg) -> None:
         await queue.put((msg, time.perf_counter()))
@@ -102,6 +105,8 @@ async def gather_timed(nc: NATS, subject: str, body: dict[str, Any] | None = Non
         sub = await nc.subscribe(inbox, cb=on_msg)
     except Exception as exc:
         raise from_nats(exc, context=subject) from None
+    # The connection dropping ends the wait at once: no server can answer over it any more.
+    unwatch = watch_lost(nc, queue.put_nowait)
     try:
         # The subscription must reach the server before the request does.
         await nc.flush()
@@ -116,9 +121,12 @@ async def gather_timed(nc: NATS, subject: str, body: dict[str, Any] | None = Non
                 break
             lull = bool(replies) and want is None
             try:
-                msg, received = await asyncio.wait_for(queue.get(), min(remaining, idle) if lull else remaining)
+                item = await asyncio.wait_for(queue.get(), min(remaining, idle) if lull else remaining)
             except TimeoutError:
                 break
+            if isinstance(item, NatsopError):
+                raise item
+            msg, received = item
             try:
                 data = json.loads(msg.data)
             except ValueError:
@@ -130,6 +138,7 @@ async def gather_timed(nc: NATS, subject: str, body: dict[str, Any] | None = Non
     except Exception as exc:
         raise from_nats(exc, context=subject) from None
     finally:
+        unwatch()
         await sub.unsubscribe()
     return replies
 
