@@ -1,14 +1,17 @@
-"""A real 3-node cluster on loopback: the server tools see every node, and R3 streams spread over them."""
+"""A real 3-node cluster on loopback: the server tools (rtt too) see every node, and R3 streams spread over them."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import nats
 import pytest_asyncio
 
 from natsop import EmbeddedCluster, Toolkit
+from natsop.api import settings_for_server
+from natsop.settings import Settings
 
 NODES = {"n1", "n2", "n3"}
 ALL: dict[str, Any] = {"expected": 3, "timeout_s": 5.0}
@@ -89,3 +92,28 @@ async def test_reports_cover_every_node(tk: Toolkit, cluster: EmbeddedCluster, u
     assert {s.name for s in stats.servers} == NODES
     (app,) = stats.accounts
     assert app.account == "APP" and app.servers == 3 and app.connections >= 3
+
+
+async def test_rtt_reports_every_node_both_ways(tk: Toolkit, cluster: EmbeddedCluster) -> None:
+    result: Any = await tk.call("rtt", iterations=3, timeout_s=5.0)
+    (own,) = result.connections
+    assert own.error is None and own.server_name in NODES
+    assert [s.name for s in result.servers] == ["n1", "n2", "n3"]
+    assert {s.url for s in result.servers} == set(cluster.urls)
+    for s in result.servers:
+        assert s.error is None, s
+        assert s.cluster == cluster.cluster_name and s.id
+        assert s.rtt_ms is not None and 0 < s.min_ms <= s.rtt_ms <= s.max_ms < 5000
+        assert s.system_rtt_ms is not None and 0 < s.system_rtt_ms < 5000
+    assert result.missing == 0 and result.note is None
+
+
+async def test_rtt_without_system_account_finds_the_nodes_the_cluster_advertises(cluster: EmbeddedCluster) -> None:
+    """Like `nats rtt`: one URL configured, the others learnt from the server, each timed directly."""
+    first = settings_for_server(cluster).default
+    settings = Settings(default=replace(first, servers=(cluster.urls[0],)))
+    async with Toolkit(settings) as only_app:
+        result: Any = await only_app.call("rtt", iterations=2, timeout_s=5.0)
+    assert [s.name for s in result.servers] == ["n1", "n2", "n3"]
+    assert all(s.error is None and s.rtt_ms is not None and s.system_rtt_ms is None for s in result.servers)
+    assert "No system account" in result.note

@@ -157,10 +157,23 @@ async def test_rtt_times_the_connection_and_names_the_server(toolkit: Toolkit, s
     assert row.min_ms <= row.rtt_ms <= row.max_ms
     assert row.url == server.url
     assert row.server_id == (await toolkit.context.nc())._server_info["server_id"]
+    # The one server, timed directly (as `nats rtt`) and over the system account.
+    (srv,) = result.servers
+    assert srv.id == row.server_id and srv.url == server.url and srv.error is None
+    assert srv.rtt_ms is not None and srv.min_ms <= srv.rtt_ms <= srv.max_ms
+    assert srv.system_rtt_ms is not None and srv.system_rtt_ms > 0
+    assert result.missing == 0
     both: Any = await toolkit.call("rtt", iterations=1, all_accounts=True)
     assert [c.account_name for c in both.connections] == ["default", "system"]
     assert all(c.error is None and len(c.samples_ms) == 1 for c in both.connections)
     _no_secrets(both.model_dump(), server)
+
+
+async def test_rtt_without_system_account_times_the_known_servers(no_system: Toolkit, server: EmbeddedServer) -> None:
+    result: Any = await no_system.call("rtt", iterations=2)
+    (srv,) = result.servers
+    assert srv.url == server.url and srv.rtt_ms is not None and srv.system_rtt_ms is None
+    assert "No system account" in result.note
 
 
 async def test_rtt_bounds_iterations(toolkit: Toolkit) -> None:

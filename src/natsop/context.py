@@ -26,15 +26,26 @@ class Context:
     """Connections per account, JetStream API access, the files directory and progress reporting."""
 
     def __init__(self, settings: Settings, *, files_dir: str | os.PathLike[str] | None = None,
-                 progress: ProgressFn | None = None, connections: Connections | None = None) -> None:
+                 progress: ProgressFn | None = None, connections: Connections | None = None,
+                 read_only: bool = False) -> None:
         self.settings = settings
         self.connections = connections or Connections(settings)
         self.files_dir = Path(files_dir) if files_dir is not None else Path.cwd()
         self.progress = progress
+        #: Set by a face serving read-only (`--read-only`, NATSOP_READ_ONLY): only read-only tools are
+        #: offered, and a read-only tool refuses the few arguments that would make it act (`require_writable`).
+        self.read_only = read_only
 
     def with_progress(self, progress: ProgressFn | None) -> Context:
         """The same connections with another progress callback (one per request)."""
-        return Context(self.settings, files_dir=self.files_dir, progress=progress, connections=self.connections)
+        return Context(self.settings, files_dir=self.files_dir, progress=progress, connections=self.connections,
+                       read_only=self.read_only)
+
+    def require_writable(self, what: str, *, hint: str = "") -> None:
+        """Refuse `what` (an argument that acts on the deployment) when natsop is read-only."""
+        if self.read_only:
+            raise UserError(f"{what}: natsop is read-only", code="read_only",
+                            hint=hint or "Run natsop without --read-only / NATSOP_READ_ONLY to do this.")
 
     async def nc(self, account_name: str | None = None) -> NATS:
         nc, _ = await self.connections.get(account_name)
@@ -44,10 +55,18 @@ class Context:
         nc, target = await self.connections.get(account_name)
         return JsApi(nc, target.api_prefix)
 
-    async def system(self) -> NATS:
-        """The system account's connection; a clear error when none is configured."""
-        nc, _ = await self.connections.system()
+    async def system(self, account_name: str | None = None) -> NATS:
+        """The connection of the system account of the deployment `account_name` reaches.
+
+        A clear error (`no_system_account`) when none is configured for that deployment:
+        never another deployment's system account.
+        """
+        nc, _ = await self.connections.system(account_name)
         return nc
+
+    async def direct(self, account_name: str | None, url: str) -> NATS:
+        """A connection of its own to the one server at `url` (the caller closes it)."""
+        return await self.connections.open_direct(account_name, url, name="natsop rtt")
 
     async def report(self, done: float, total: float | None = None, message: str | None = None) -> None:
         if self.progress is not None:

@@ -58,6 +58,7 @@ def tool_definition(op: Operation) -> types.Tool:
 def build_server(ctx: Context, *, read_only: bool = False) -> Server[Any]:
     """An MCP server over `ctx`, offering every registered tool (only read-only ones if asked)."""
     ops = {op.tool: op for op in operations(read_only=read_only)}
+    ctx.read_only = ctx.read_only or read_only  # read-only tools refuse their acting arguments too
     tools: list[types.Tool] = []
 
     async def list_tools(_: ServerRequestContext[Any], __: types.PaginatedRequestParams | None) -> types.ListToolsResult:

@@ -44,15 +44,16 @@ __all__ = [
 
 AccountFilter = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s*>]+$")]
 
-_NO_SYSTEM_NOTE = ("No system account is configured: this shows only the account's own {what}. Configure one "
-                   "(NATSOP_SYSTEM_USER/NATSOP_SYSTEM_PASSWORD, NATSOP_SYSTEM_CREDS or a 'system' context) "
+_NO_SYSTEM_NOTE = ("No system account is configured for this deployment: this shows only the account's own "
+                   "{what}. Configure one (NATSOP_SYSTEM_USER/NATSOP_SYSTEM_PASSWORD, NATSOP_SYSTEM_CREDS or a "
+                   "'system' context; for the deployment of a context <name>, a context '<name>-system') "
                    "to see every account.")
 
 
 async def _reporting_connection(ctx: Context, account_name: str | None) -> tuple[NATS, bool]:
     """The system account's connection if there is one, else the account's own: (connection, is_system)."""
     try:
-        return await ctx.system(), True
+        return await ctx.system(account_name), True
     except NatsopError as exc:
         if not is_no_system_account(exc):
             raise

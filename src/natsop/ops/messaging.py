@@ -45,7 +45,8 @@ class ReceivedMessage(BaseModel):
 class SubscribeParams(Params):
     subject: SubjectFilter = Field(description="Subject to listen on; wildcards * and > allowed")
     queue: str | None = Field(default=None, max_length=255, pattern=r"^[^\s]+$",
-                              description="Queue group: share the messages with its other members")
+                              description="Queue group: share the messages with its other members (this takes "
+                              "messages away from them; refused when natsop is read-only)")
     timeout_s: float = Field(default=5.0, gt=0, le=300, description="Stop after this many seconds (max 300)")
     max_messages: int = Field(default=100, ge=1, le=10_000, description="Stop after this many messages (max 10000)")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=0, le=MAX_PAYLOAD_BYTES,
@@ -71,7 +72,15 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> SubscribeResult:
     """Collect messages on a subject until a time limit or a message limit; always returns.
 
     Core NATS has no memory: only messages published while the subscription is open arrive.
+    Joining a queue group (`queue`) takes messages away from its members, so read-only
+    natsop refuses it.
     """
+    if params.queue is not None:
+        # A member of a live queue group receives messages instead of the real workers (and never answers
+        # the requests among them): that acts on the deployment, which a read-only natsop must not do.
+        ctx.require_writable(f"joining queue group {params.queue!r} takes messages away from its members",
+                             hint="Subscribe without `queue` to watch the subject: every subscriber sees every "
+                                  "message, and no member of the group loses one.")
     nc = await ctx.nc(params.account_name)
     got: list[ReceivedMessage] = []
     full = asyncio.Event()

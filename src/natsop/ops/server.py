@@ -1,17 +1,23 @@
 """Servers: what they are, which ones answer, and how quickly.
 
-These operations ask every server through the system account (`$SYS.REQ.SERVER.PING.*`).
+These operations ask every server through the system account (`$SYS.REQ.SERVER.PING.*`)
+of the deployment the selected account connects to, never another deployment's.
 `server_info` alone still says something without it: what the server told our
-connection when it connected. `rtt` needs no system account at all.
+connection when it connected. `rtt` times every server it knows a URL of over a
+connection of its own, as `nats rtt` does, and with the system account also over it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 import statistics
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import nats.errors as nats_errors
 from pydantic import BaseModel, ConfigDict, Field
 
 from natsop.context import Context
@@ -34,9 +40,11 @@ __all__ = [
     "JetStreamServerInfo",
     "PingReply",
     "RttMeasurement",
+    "RttResult",
     "ServerInfoResult",
     "ServerListResult",
     "ServerPingResult",
+    "ServerRtt",
     "ServerSummary",
 ]
 
@@ -201,9 +209,10 @@ def _from_connect_info(info: dict[str, Any]) -> ServerInfoResult:
         tls_required=info.get("tls_required"),
         max_payload=info.get("max_payload"),
         jetstream=JetStreamServerInfo(enabled=js, domain=info.get("domain") or None, api_level=info.get("api_lvl")),
-        note="Only what the server tells every client when it connects: configure the system account "
-        "(NATSOP_SYSTEM_USER/NATSOP_SYSTEM_PASSWORD, NATSOP_SYSTEM_CREDS or a 'system' context) for connections, "
-        "memory, CPU, uptime and the JetStream settings.",
+        note="Only what the server tells every client when it connects: configure the system account of this "
+        "deployment (NATSOP_SYSTEM_USER/NATSOP_SYSTEM_PASSWORD, NATSOP_SYSTEM_CREDS or a 'system' context; for the "
+        "deployment of a context <name>, a context '<name>-system') for connections, memory, CPU, uptime and the "
+        "JetStream settings.",
     )
 
 
@@ -217,7 +226,7 @@ async def server_info(ctx: Context, params: ServerInfoParams) -> ServerInfoResul
     nc = await ctx.nc(params.account_name)
     here = connected_server(nc)
     try:
-        sys_nc = await ctx.system()
+        sys_nc = await ctx.system(params.account_name)
     except NatsopError as exc:
         if is_no_system_account(exc) and (params.server is None
                                           or params.server in (here.get("server_name"), here.get("server_id"))):
@@ -312,7 +321,7 @@ async def server_list(ctx: Context, params: ServerListParams) -> ServerListResul
     answered, or `timeout_s`; pass `expected` (the number of servers) to wait for exactly
     that many and be told how many are missing.
     """
-    nc = await ctx.system()
+    nc = await ctx.system(params.account_name)
     body: dict[str, Any] = {"cluster": params.cluster} if params.cluster else {}
     # active_servers counts the whole deployment: no help in waiting for one cluster's servers.
     gathered = await timed_gather(nc, "$SYS.REQ.SERVER.PING.STATSZ", body, params,
@@ -370,7 +379,7 @@ async def server_ping(ctx: Context, params: ServerPingParams) -> ServerPingResul
     Needs the system account. The time runs from sending the request to receiving a
     server's reply, so it includes the routes between servers.
     """
-    nc = await ctx.system()
+    nc = await ctx.system(params.account_name)
     replies = await timed_gather(nc, "$SYS.REQ.SERVER.PING.STATSZ", {}, params, learn_expected=active_servers)
     rows: list[PingReply] = []
     for r in replies:
@@ -392,11 +401,17 @@ async def server_ping(ctx: Context, params: ServerPingParams) -> ServerPingResul
 
 # -- rtt
 
+#: At most this many servers are measured over connections of their own, this many at a time.
+MAX_RTT_SERVERS = 64
+_PROBES_AT_ONCE = 8
+
 
 class RttParams(Params):
-    iterations: int = Field(default=5, ge=1, le=100, description="PING/PONG exchanges to time")
+    iterations: int = Field(default=5, ge=1, le=100, description="Round trips to time per connection and per server")
     all_accounts: bool = Field(default=False,
                                description="Measure every configured account's connection, not just this one")
+    timeout_s: float = Field(default=2.0, ge=0.05, le=30.0,
+                             description="Wait at most this long for each round trip and for the servers to answer")
 
 
 class RttMeasurement(BaseModel):
@@ -415,46 +430,205 @@ class RttMeasurement(BaseModel):
     error: str | None = Field(default=None, description="Why this connection could not be measured")
 
 
+class ServerRtt(BaseModel):
+    """One server of the deployment and the round trips to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    id: str | None = None
+    cluster: str | None = None
+    url: str | None = Field(default=None, description="The client URL measured directly (without credentials)")
+    rtt_ms: float | None = Field(default=None, description="Average PING/PONG round trip over a connection of its "
+                                 "own to this server, as `nats rtt` measures it")
+    min_ms: float | None = None
+    max_ms: float | None = None
+    system_rtt_ms: float | None = Field(default=None, description="Average request/reply time to this server over "
+                                        "the system account: via the server natsop is connected to and the routes")
+    error: str | None = Field(default=None, description="Why this server could not be measured")
+
+
 class RttResult(Result):
     iterations: int
-    connections: list[RttMeasurement]
+    connections: list[RttMeasurement] = Field(description="The account's own connection (with all_accounts, every "
+                                              "configured account's)")
+    servers: list[ServerRtt] = Field(description="Every server of the deployment, sorted by name")
+    missing: int | None = Field(default=None, description="Servers the deployment counts that did not answer")
+    note: str | None = None
 
 
 def _safe_url(nc: Any) -> str | None:
     uri = getattr(nc, "connected_url", None)
-    if uri is None or not getattr(uri, "hostname", None):
+    return _display_url(uri) if uri is not None else None
+
+
+def _display_url(uri: Any) -> str | None:
+    host = getattr(uri, "hostname", None)
+    if not host:
         return None
-    host = uri.hostname if ":" not in uri.hostname else f"[{uri.hostname}]"
+    host = host if ":" not in host else f"[{host}]"
     return f"{uri.scheme}://{host}:{uri.port}" if uri.port else f"{uri.scheme}://{host}"
 
 
-async def _measure(ctx: Context, name: str | None, label: str, iterations: int) -> RttMeasurement:
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    return {"rtt_ms": round(statistics.fmean(samples), 3), "min_ms": min(samples), "max_ms": max(samples)}
+
+
+def _failure(exc: BaseException) -> str:
+    err = from_nats(exc)
+    return f"{err.code}: {err.message}"
+
+
+async def _round_trips(nc: Any, iterations: int, timeout_s: float) -> list[float]:
+    """PING/PONG `iterations` times, each bounded by `timeout_s`: milliseconds each."""
+    samples: list[float] = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        await asyncio.wait_for(nc.flush(timeout=max(1, math.ceil(timeout_s))), timeout_s)
+        samples.append(_ms(time.perf_counter() - started))
+    return samples
+
+
+async def _measure(ctx: Context, name: str | None, label: str, params: RttParams) -> RttMeasurement:
     try:
         nc = await ctx.nc(name)
-        samples: list[float] = []
-        for _ in range(iterations):
-            started = time.perf_counter()
-            await nc.flush(timeout=5)
-            samples.append(round((time.perf_counter() - started) * 1000, 3))
+        samples = await _round_trips(nc, params.iterations, params.timeout_s)
     except Exception as exc:
-        err = from_nats(exc)
-        return RttMeasurement(account_name=label, error=f"{err.code}: {err.message}")
+        return RttMeasurement(account_name=label, error=_failure(exc))
     info = connected_server(nc)
-    return RttMeasurement(
-        account_name=label,
-        server_name=info.get("server_name"),
-        server_id=info.get("server_id"),
-        url=_safe_url(nc),
-        rtt_ms=round(statistics.fmean(samples), 3),
-        min_ms=min(samples),
-        max_ms=max(samples),
-        samples_ms=samples,
+    return RttMeasurement(account_name=label, server_name=info.get("server_name"), server_id=info.get("server_id"),
+                          url=_safe_url(nc), samples_ms=samples, **_stats(samples))
+
+
+def _known_urls(ctx: Context, account_name: str | None, nc: Any) -> list[tuple[str, str]]:
+    """(URL to connect to, URL to show) of every server the connection knows: configured and advertised."""
+    configured = {}
+    for url in ctx.settings.target(account_name).servers:
+        full = url if "://" in url else f"nats://{url}"
+        configured[full.split("://", 1)[1].rsplit("@", 1)[-1].rstrip("/").lower()] = url
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for uri in list(getattr(nc, "servers", None) or []):
+        shown = _display_url(uri)
+        netloc = str(getattr(uri, "netloc", "")).rsplit("@", 1)[-1].lower()
+        if shown is None or netloc in seen:
+            continue
+        seen.add(netloc)
+        out.append((configured.get(netloc, shown), shown))
+    return out
+
+
+async def _probe(ctx: Context, account_name: str | None, url: str, shown: str, params: RttParams,
+                 gate: asyncio.Semaphore) -> ServerRtt:
+    """Connect to the one server at `url` and time PING/PONG over that connection, as `nats rtt` does."""
+    async with gate:
+        try:
+            nc = await ctx.direct(account_name, url)
+        except Exception as exc:
+            return ServerRtt(name=shown, url=shown, error=_failure(exc))
+        try:
+            samples = await _round_trips(nc, params.iterations, params.timeout_s)
+        except Exception as exc:
+            info = connected_server(nc)
+            return ServerRtt(name=str(info.get("server_name") or shown), id=info.get("server_id"), url=shown,
+                             error=_failure(exc))
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+    info = connected_server(nc)
+    return ServerRtt(name=str(info.get("server_name") or info.get("server_id") or shown), id=info.get("server_id"),
+                     cluster=info.get("cluster") or None, url=shown, **_stats(samples))
+
+
+async def _system_round_trips(sys_nc: Any, server_id: str, params: RttParams) -> float | str:
+    """Average request/reply time to one server over the system account, or why it failed."""
+    samples: list[float] = []
+    subject = f"$SYS.REQ.SERVER.{server_id}.IDZ"
+    try:
+        for _ in range(params.iterations):
+            started = time.perf_counter()
+            try:
+                await sys_nc.request(subject, b"", timeout=params.timeout_s)
+            except nats_errors.NoRespondersError:
+                if samples or subject.endswith(".STATSZ"):
+                    raise
+                subject = f"$SYS.REQ.SERVER.{server_id}.STATSZ"  # servers before 2.10 have no IDZ
+                started = time.perf_counter()
+                await sys_nc.request(subject, b"", timeout=params.timeout_s)
+            samples.append(_ms(time.perf_counter() - started))
+    except Exception as exc:
+        return _failure(exc)
+    return round(statistics.fmean(samples), 3)
+
+
+async def _servers(ctx: Context, params: RttParams) -> tuple[list[ServerRtt], int | None, list[str]]:
+    """Every server of the deployment: listed over the system account (when there is one for this
+    deployment) and over the URLs the connection knows, each timed both ways it can be."""
+    notes: list[str] = []
+    nc = await ctx.nc(params.account_name)
+    sys_nc: Any = None
+    try:
+        sys_nc = await ctx.system(params.account_name)
+    except NatsopError as exc:
+        if not is_no_system_account(exc):
+            raise
+        notes.append("No system account is configured for this deployment: the servers are those whose URLs the "
+                     "connection knows (configured, and advertised by the cluster), without system_rtt_ms.")
+    listed: dict[str, ServerRef] = {}
+    known = 0
+    if sys_nc is not None:
+        gathered = await timed_gather(sys_nc, "$SYS.REQ.SERVER.PING.STATSZ", {},
+                                      GatherParams(timeout_s=params.timeout_s), learn_expected=active_servers)
+        for reply in gathered:
+            ref = server_ref(reply.data)
+            if ref.id:
+                listed[ref.id] = ref
+            known = max(known, active_servers(reply.data))
+    urls = _known_urls(ctx, params.account_name, nc)
+    if len(urls) > MAX_RTT_SERVERS:
+        notes.append(f"Only the first {MAX_RTT_SERVERS} of {len(urls)} server URLs were measured directly.")
+        urls = urls[:MAX_RTT_SERVERS]
+    gate = asyncio.Semaphore(_PROBES_AT_ONCE)
+    probes, over_system = await asyncio.gather(
+        asyncio.gather(*(_probe(ctx, params.account_name, url, shown, params, gate) for url, shown in urls)),
+        asyncio.gather(*(_system_round_trips(sys_nc, sid, params) for sid in listed)),
     )
+    rows: dict[str, ServerRtt] = {}
+    for sid, ref in listed.items():
+        rows[sid] = ServerRtt(name=ref.name, id=sid, cluster=ref.cluster)
+    for (sid, timed) in zip(listed, over_system, strict=True):
+        if isinstance(timed, float):
+            rows[sid].system_rtt_ms = timed
+        else:
+            rows[sid].error = f"over the system account: {timed}"
+    for probe in probes:
+        row = rows.get(probe.id or "")
+        if row is None:
+            rows[probe.id or f"url:{probe.url}"] = probe
+            continue
+        row.url, row.rtt_ms, row.min_ms, row.max_ms = probe.url, probe.rtt_ms, probe.min_ms, probe.max_ms
+        row.error = "; ".join(e for e in (row.error, probe.error) if e) or None
+    servers = sorted(rows.values(), key=lambda r: (r.name, r.url or ""))
+    if any(r.url is None for r in servers):
+        notes.append("Servers without a url were not measured directly: their client URLs are not known to this "
+                     "connection (the cluster does not advertise them).")
+    missing = max(0, known - len(listed)) if known else None
+    return servers, missing, notes
 
 
 @operation("rtt", cli="rtt")
 async def rtt(ctx: Context, params: RttParams) -> RttResult:
-    """Measure the round-trip time of the connection (PING/PONG) and name the server it reaches."""
+    """Measure round-trip times: the connection's own, and every server's of the cluster.
+
+    Like `nats rtt`, each server whose client URL the connection knows (configured, or
+    advertised by the cluster) is timed by PING/PONG over a connection of its own. With
+    the system account of the deployment, every server is also listed and timed by
+    request/reply over it (`system_rtt_ms`, which includes the routes).
+    """
     targets: list[tuple[str | None, str]] = [(params.account_name, ctx.settings.target(params.account_name).name)]
     if params.all_accounts:
         seen = {targets[0][1]}
@@ -462,5 +636,10 @@ async def rtt(ctx: Context, params: RttParams) -> RttResult:
             if name not in seen:
                 seen.add(name)
                 targets.append((name, name))
-    rows = [await _measure(ctx, name, label, params.iterations) for name, label in targets]
-    return RttResult(iterations=params.iterations, connections=rows)
+    rows = [await _measure(ctx, name, label, params) for name, label in targets]
+    if rows[0].error is not None:
+        return RttResult(iterations=params.iterations, connections=rows, servers=[],
+                         note="The servers were not measured: the account's own connection failed.")
+    servers, missing, notes = await _servers(ctx, params)
+    return RttResult(iterations=params.iterations, connections=rows, servers=servers, missing=missing,
+                     note=" ".join(notes) or None)
