@@ -11,13 +11,16 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+
+from natsop import Toolkit
+from natsop.settings import Settings, Target
 
 # Headers the Direct Get reply adds; everything else was stored with the message.
 _DIRECT_HEADERS = {"Nats-Stream", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Subject", "Nats-Num-Pending",
@@ -42,6 +45,22 @@ async def api(nc: NATS, subject: str, body: dict[str, Any] | None = None, timeou
                            timeout=timeout)
     data: dict[str, Any] = json.loads(msg.data)
     return data
+
+
+async def make_stream(nc: NATS, name: str, **extra: Any) -> None:
+    cfg = {"name": name, "subjects": [f"{name}.>"], "storage": "file", "allow_direct": True, **extra}
+    resp = await api(nc, f"STREAM.CREATE.{name}", cfg)
+    assert "error" not in resp, resp
+
+
+async def stream_state(nc: NATS, name: str) -> dict[str, Any] | None:
+    """The stream's state, or None when it does not exist."""
+    resp = await api(nc, f"STREAM.INFO.{name}")
+    if resp.get("error"):
+        assert resp["error"]["code"] == 404, resp
+        return None
+    state: dict[str, Any] = resp["state"]
+    return state
 
 
 async def fill(nc: NATS, stream: str, count: int, *, seed: int = 1, big_every: int = 0) -> None:
@@ -101,3 +120,63 @@ async def digest(nc: NATS, stream: str, batch: int = 1000) -> list[MessageDigest
             seq = got_last + 1
     finally:
         await sub.unsubscribe()
+
+
+# ---------------------------------------------------------------------------------------------
+# A JetStream API prefix in front of the real one, for making a real server's transfers misbehave
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+class ApiProxy:
+    """Answers the JetStream API on `prefix` by forwarding every request to `$JS.API` and relaying the answer.
+
+    A test overrides one endpoint (`on["STREAM.SNAPSHOT"] = handler`) to cut a transfer
+    short, drop acknowledgements, or answer as an older server does; everything else
+    reaches the real server unchanged. natsop is pointed at it with
+    `jetstream_api_prefix`, so what it talks to is a real nats-server throughout.
+    """
+
+    def __init__(self, nc: NATS, prefix: str) -> None:
+        self.nc = nc
+        self.prefix = prefix
+        self.on: dict[str, Handler] = {}
+
+    async def start(self) -> None:
+        await self.nc.subscribe(f"{self.prefix}.>", cb=self._dispatch)
+        await self.nc.flush()
+
+    def endpoint(self, msg: Msg) -> str:
+        return msg.subject[len(self.prefix) + 1:]
+
+    async def _dispatch(self, msg: Msg) -> None:
+        endpoint = self.endpoint(msg)
+        for verb, handler in self.on.items():
+            if endpoint.startswith(verb + "."):
+                await handler(msg)
+                return
+        await self.relay(msg)
+
+    async def forward(self, msg: Msg, body: dict[str, Any] | None = None) -> Msg:
+        data = json.dumps(body).encode() if body is not None else msg.data
+        return await self.nc.request(f"$JS.API.{self.endpoint(msg)}", data, timeout=10)
+
+    async def relay(self, msg: Msg, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Forward the request and send the real answer back; returns that answer."""
+        answer = await self.forward(msg, body)
+        await self.nc.publish(msg.reply, answer.data, headers=answer.headers)
+        decoded: dict[str, Any] = json.loads(answer.data) if answer.data else {}
+        return decoded
+
+
+@asynccontextmanager
+async def proxied_toolkit(server: Any, files_dir: Any, name: str) -> AsyncIterator[tuple[Toolkit, ApiProxy]]:
+    """A Toolkit whose JetStream API goes through an ApiProxy to `server`'s APP account."""
+    prefix = f"proxy.{name}.API"
+    async with connect(server) as nc:
+        proxy = ApiProxy(nc, prefix)
+        await proxy.start()
+        target = Target(name="default", servers=(server.url,), source="test", user=server.app.user,
+                        password=server.app.password, jetstream_api_prefix=prefix)
+        async with Toolkit(Settings(default=target), files_dir=files_dir) as tk:
+            yield tk, proxy

@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import nats.js.errors as jse
 import pytest
@@ -28,7 +27,7 @@ from natsop.ops.backup import (
 )
 from natsop.ops.backup import StreamRestoreResult as Restored
 from natsop.s2 import S2Reader
-from tests.backup_support import api, connect, digest, fill
+from tests.backup_support import api, connect, digest, fill, make_stream, stream_state
 from tests.conftest import CliFn, cli_json, mcp_client
 
 
@@ -50,21 +49,6 @@ async def fresh(fresh_server: EmbeddedServer, tmp_path: Path) -> AsyncIterator[T
         yield tk
 
 
-async def _make_stream(nc: Any, name: str, **extra: Any) -> None:
-    cfg = {"name": name, "subjects": [f"{name}.>"], "storage": "file", "allow_direct": True, **extra}
-    resp = await api(nc, f"STREAM.CREATE.{name}", cfg)
-    assert "error" not in resp, resp
-
-
-async def _stream_state(nc: Any, name: str) -> dict[str, Any] | None:
-    resp = await api(nc, f"STREAM.INFO.{name}")
-    if resp.get("error"):
-        assert resp["error"]["code"] == 404, resp
-        return None
-    state: dict[str, Any] = resp["state"]
-    return state
-
-
 # ---------------------------------------------------------------------------------------------
 # The big round trip
 
@@ -73,7 +57,7 @@ async def test_round_trip_of_100k_messages_into_a_fresh_server(
         server: EmbeddedServer, fresh_server: EmbeddedServer, toolkit: Toolkit, fresh: Toolkit,
         uniq: str, tmp_path: Path) -> None:
     async with connect(server) as nc:
-        await _make_stream(nc, uniq)
+        await make_stream(nc, uniq)
         await fill(nc, uniq, 100_000, big_every=5000)
         # Gaps: the first message, every 997th, and the last (a trailing gap must survive too).
         for seq in [1, *range(997, 100_000, 997), 100_000]:
@@ -200,9 +184,9 @@ async def test_account_backup_and_restore_of_several_streams(
         uniq: str, tmp_path: Path) -> None:
     names = [f"{uniq}_A", f"{uniq}_B", f"{uniq}_M"]
     async with connect(server) as nc:
-        await _make_stream(nc, names[0])
-        await _make_stream(nc, names[1])
-        await _make_stream(nc, names[2], storage="memory")
+        await make_stream(nc, names[0])
+        await make_stream(nc, names[1])
+        await make_stream(nc, names[2], storage="memory")
         for i, name in enumerate(names):
             await fill(nc, name, 200 * (i + 1), seed=i)
         sources = {n: await digest(nc, n) for n in names}
@@ -237,7 +221,7 @@ async def test_account_backup_and_restore_of_several_streams(
         with pytest.raises(NatsopError) as wrong:
             await fresh.call("account_restore", directory="acct", confirm="replace 3 streams")
         assert wrong.value.code == "confirmation_mismatch"
-        assert (await _stream_state(nc2, names[0]) or {}).get("messages") == 201
+        assert (await stream_state(nc2, names[0]) or {}).get("messages") == 201
 
         done = await fresh.call("account_restore", directory="acct", confirm=again.confirm_with)
         assert isinstance(done, AccountRestoreResult)
@@ -251,7 +235,7 @@ async def test_account_backup_and_restore_of_several_streams(
 async def test_stream_restore_refuses_an_existing_stream_until_confirmed(
         server: EmbeddedServer, toolkit: Toolkit, uniq: str) -> None:
     async with connect(server) as nc:
-        await _make_stream(nc, uniq)
+        await make_stream(nc, uniq)
         await fill(nc, uniq, 50)
         await toolkit.call("stream_backup", stream=uniq, directory="s")
         await fill(nc, uniq, 25, seed=9)
@@ -262,7 +246,7 @@ async def test_stream_restore_refuses_an_existing_stream_until_confirmed(
         with pytest.raises(NatsopError) as wrong:
             await toolkit.call("stream_restore", directory="s", confirm="yes")
         assert wrong.value.code == "confirmation_mismatch"
-        assert (await _stream_state(nc, uniq) or {})["messages"] == 75
+        assert (await stream_state(nc, uniq) or {})["messages"] == 75
         done = await toolkit.call("stream_restore", directory="s", confirm=uniq)
         assert isinstance(done, Restored)
         assert done.replaced and done.verified and done.state is not None and done.state.messages == 50
@@ -272,7 +256,7 @@ async def test_stream_restore_refuses_an_existing_stream_until_confirmed(
 async def test_restore_overrides_and_existing_backup_protection(
         server: EmbeddedServer, toolkit: Toolkit, uniq: str, tmp_path: Path) -> None:
     async with connect(server) as nc:
-        await _make_stream(nc, uniq)
+        await make_stream(nc, uniq)
         await fill(nc, uniq, 10)
         await toolkit.call("stream_backup", stream=uniq, directory="o")
         with pytest.raises(NatsopError) as exists:
@@ -312,7 +296,7 @@ def _frame_offsets(data: bytes) -> list[int]:
 
 async def _damaged_backups(server: EmbeddedServer, toolkit: Toolkit, name: str, tmp_path: Path) -> bytes:
     async with connect(server) as nc:
-        await _make_stream(nc, name)
+        await make_stream(nc, name)
         await fill(nc, name, 3000, big_every=3)  # ~16 MB: several S2 blocks
         await toolkit.call("stream_backup", stream=name, directory="good")
         await api(nc, f"STREAM.DELETE.{name}")
@@ -355,7 +339,7 @@ async def test_damaged_backups_are_reported_and_leave_no_stream_behind(
             with pytest.raises(NatsopError) as refused:
                 await toolkit.call("stream_restore", directory=label)
             assert refused.value.code == code, (label, refused.value.message)
-            assert await _stream_state(nc, uniq) is None, label
+            assert await stream_state(nc, uniq) is None, label
 
             if label == "cut_mid_frame":
                 continue  # the cheap frame walk catches it whatever check_archive says
@@ -369,7 +353,7 @@ async def test_damaged_backups_are_reported_and_leave_no_stream_behind(
                 assert failed.value.details["partial_stream_removed"] is True
             else:
                 assert "no stream was left behind" in failed.value.message or "was removed" in failed.value.message
-            assert await _stream_state(nc, uniq) is None, label
+            assert await stream_state(nc, uniq) is None, label
 
         # A damaged backup never replaces a good stream, even when confirmed.
         done = await toolkit.call("stream_restore", directory="good")
@@ -377,7 +361,7 @@ async def test_damaged_backups_are_reported_and_leave_no_stream_behind(
         with pytest.raises(NatsopError) as kept:
             await toolkit.call("stream_restore", directory="corrupted", confirm=uniq)
         assert kept.value.code == "backup_corrupt" and "nothing was changed" in kept.value.message
-        assert (await _stream_state(nc, uniq) or {}).get("messages") == 3000
+        assert (await stream_state(nc, uniq) or {}).get("messages") == 3000
         await api(nc, f"STREAM.DELETE.{uniq}")
 
 
@@ -436,7 +420,7 @@ def test_s2_block_decoder_handles_overlapping_copies_and_repeats() -> None:
 async def test_mcp_backup_verify_restore_with_progress(
         server: EmbeddedServer, server_env: dict[str, str], uniq: str, tmp_path: Path) -> None:
     async with connect(server) as nc:
-        await _make_stream(nc, uniq)
+        await make_stream(nc, uniq)
         await fill(nc, uniq, 1500, big_every=2)
     reports: list[tuple[float, float | None, str | None]] = []
 
@@ -468,7 +452,7 @@ async def test_mcp_backup_verify_restore_with_progress(
 def test_cli_backup_verify_and_restore(cli: CliFn, uniq: str, tmp_path: Path, server: EmbeddedServer) -> None:
     async def setup() -> None:
         async with connect(server) as nc:
-            await _make_stream(nc, uniq)
+            await make_stream(nc, uniq)
             await fill(nc, uniq, 300)
 
     asyncio.run(setup())

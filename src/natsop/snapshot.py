@@ -44,6 +44,7 @@ from natsop.s2 import S2Error, S2Reader
 
 __all__ = [
     "ARCHIVE_MAGIC",
+    "CHUNK_REPLY_TIMEOUT_S",
     "DEFAULT_CHUNK_SIZE",
     "RESTORE_CHUNK_SIZE",
     "ArchiveReport",
@@ -59,8 +60,8 @@ __all__ = [
 ARCHIVE_MAGIC = b"NATSARC1"
 DEFAULT_CHUNK_SIZE = 128 * 1024
 RESTORE_CHUNK_SIZE = 64 * 1024
-# How long to wait for the server's answer to one uploaded chunk.
-_CHUNK_REPLY_TIMEOUT_S = 30.0
+# How long to wait, by default, for the server's answer to one uploaded chunk.
+CHUNK_REPLY_TIMEOUT_S = 30.0
 # Uploaded chunks that may await the server's answer at once.
 _UPLOAD_WINDOW = 4
 
@@ -215,6 +216,7 @@ async def restore_from_file(
     total: int | None = None,
     chunk_size: int = RESTORE_CHUNK_SIZE,
     final_timeout_s: float = 600.0,
+    stall_timeout_s: float = CHUNK_REPLY_TIMEOUT_S,
     progress: ProgressFn | None = None,
     upload: RestoreUpload | None = None,
 ) -> dict[str, Any]:
@@ -233,7 +235,7 @@ async def restore_from_file(
         raise ServerError(f"restore of {stream}: the server gave no upload subject")
     upload.accepted = True
     report = Progress(progress, float(total) if total else None, f"restoring {stream}")
-    await _upload_chunks(nc, deliver, source, stream, chunk_size, upload, report)
+    await _upload_chunks(nc, deliver, source, stream, chunk_size, upload, report, stall_timeout_s)
     await report(upload.sent, final=True)
     try:
         final = await nc.request(deliver, b"", timeout=final_timeout_s)
@@ -242,15 +244,15 @@ async def restore_from_file(
         if err.code == "timeout":
             err = Unavailable(f"restore of {stream}: no answer within {final_timeout_s:g}s after the upload",
                               code="restore_timeout",
-                              hint="The server may still be rebuilding the stream; check stream_info, and allow "
-                                   "a longer timeout_s for large streams.")
+                              hint="A large stream can take the server a while to rebuild; retry with a longer "
+                                   "timeout_s.")
         raise err from None
     upload.finished = True
     return _decode_reply(final, stream) or {}
 
 
 async def _upload_chunks(nc: NATS, deliver: str, source: BinaryIO, stream: str, chunk_size: int,
-                         upload: RestoreUpload, report: Progress) -> None:
+                         upload: RestoreUpload, report: Progress, stall_timeout_s: float) -> None:
     """Send every chunk as a request, keeping up to `_UPLOAD_WINDOW` unanswered.
 
     Replies come back in order on one inbox; each must be empty (any answer with a
@@ -273,10 +275,10 @@ async def _upload_chunks(nc: NATS, deliver: str, source: BinaryIO, stream: str, 
     async def take_reply() -> None:
         nonlocal acked
         try:
-            reply = await asyncio.wait_for(replies.get(), _CHUNK_REPLY_TIMEOUT_S)
+            reply = await asyncio.wait_for(replies.get(), stall_timeout_s)
         except TimeoutError:
             raise Unavailable(f"restore of {stream} stalled: the server did not answer a chunk for "
-                              f"{_CHUNK_REPLY_TIMEOUT_S:g}s after {acked} bytes", code="restore_stalled",
+                              f"{stall_timeout_s:g}s after {acked} bytes", code="restore_stalled",
                               hint="The server may be overloaded or have lost the restore; check stream_info and "
                                    "retry.") from None
         status, _ = _status_of(reply)

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from natsop.backup import config_problems, state_problems
 from natsop.context import Context, ProgressFn
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError
 from natsop.jsapi import JsApi
@@ -37,6 +38,7 @@ from natsop.ops.stream import StreamState
 from natsop.registry import Impact, Params, Result, operation
 from natsop.s2 import S2Error, scan_frames
 from natsop.snapshot import (
+    CHUNK_REPLY_TIMEOUT_S,
     DEFAULT_CHUNK_SIZE,
     ArchiveReport,
     RestoreUpload,
@@ -229,6 +231,25 @@ class StreamBackupResult(Result):
     duration_s: float
 
 
+# JSStreamSnapshotErrF: "snapshot failed: {err}"; before 2.15 a memory store answers it with "no impl".
+_SNAPSHOT_FAILED = 10064
+
+
+def memory_snapshot_refusal(stream: str, storage: str | None, err: NatsopError) -> Unsupported | None:
+    """The error to report when `err` means the server cannot snapshot memory streams at all, else None.
+
+    nats-server before 2.15 has no snapshot for memory stores: the request fails with
+    10064 "snapshot failed: no impl". Any other failure stays a failure.
+    """
+    if storage != "memory" or err.details.get("err_code") != _SNAPSHOT_FAILED or "no impl" not in err.message:
+        return None
+    return Unsupported(
+        f"the server cannot snapshot memory stream {stream} (nats-server before 2.15 cannot): {err.message}",
+        code="memory_stream_not_supported",
+        hint="nats-server 2.15+ backs up memory streams; on older servers mirror the stream into a file stream "
+             "and back that up.")
+
+
 async def _backup_stream(ctx: Context, account_name: str | None, stream: str, target: Path,
                          opts: _SnapshotOptions, progress: ProgressFn | None) -> StreamBackupResult:
     js = await ctx.js(account_name)
@@ -247,12 +268,9 @@ async def _backup_stream(ctx: Context, account_name: str | None, stream: str, ta
                 progress=progress)
             await asyncio.to_thread(os.fsync, out.fileno())
         except NatsopError as err:
-            if storage == "memory" and "err_code" in err.details:
-                raise Unsupported(
-                    f"the server cannot snapshot memory stream {stream}: {err.message}",
-                    code="memory_stream_not_supported",
-                    hint="nats-server 2.15+ backs up memory streams; on older servers mirror the stream into a "
-                         "file stream and back that up.") from None
+            refusal = memory_snapshot_refusal(stream, storage, err)
+            if refusal is not None:
+                raise refusal from None
             raise
         finally:
             out.close()
@@ -362,11 +380,11 @@ async def account_backup(ctx: Context, params: AccountBackupParams) -> AccountBa
         try:
             r = await _backup_stream(ctx, params.account_name, name, target, params,
                                      _prefixed(ctx, f"[{i}/{len(names)}]"))
-        except Unsupported as err:
-            items.append(AccountBackupItem(stream=name, status="skipped", reason=err.message, storage="memory"))
-            continue
         except NatsopError as err:
-            items.append(AccountBackupItem(stream=name, status="failed", reason=f"{err.code}: {err.message}"))
+            if err.code == "memory_stream_not_supported":
+                items.append(AccountBackupItem(stream=name, status="skipped", reason=err.message, storage="memory"))
+            else:
+                items.append(AccountBackupItem(stream=name, status="failed", reason=f"{err.code}: {err.message}"))
             continue
         items.append(AccountBackupItem(stream=name, status="ok", directory=r.directory, storage=r.storage,
                                        bytes=r.bytes, messages=r.messages, consumers=r.consumers,
@@ -386,8 +404,10 @@ class _RestoreOptions(BaseModel):
     replicas: int | None = Field(default=None, ge=1, le=5, description="Restore with this many replicas")
     placement_cluster: str | None = Field(default=None, max_length=255, description="Place it in this cluster")
     placement_tags: list[str] | None = Field(default=None, max_length=64, description="Place it on servers with these tags")
-    timeout_s: float = Field(default=600.0, ge=10, le=86400,
+    timeout_s: float = Field(default=600.0, ge=1, le=86400,
                              description="How long to wait for the server to finish after the upload")
+    stall_timeout_s: float = Field(default=CHUNK_REPLY_TIMEOUT_S, ge=1, le=600,
+                                   description="Fail when the server does not answer an uploaded chunk for this long")
     check_archive: bool = Field(
         default=True,
         description="Read the whole archive first (one pass over the file): a damaged backup is refused before "
@@ -460,7 +480,7 @@ async def _upload(ctx: Context, account_name: str | None, backup: _Backup, confi
         try:
             info = await restore_from_file(nc, js, name, {"config": config, "state": backup.state}, source,
                                            total=backup.data_bytes, final_timeout_s=opts.timeout_s,
-                                           progress=progress, upload=upload)
+                                           stall_timeout_s=opts.stall_timeout_s, progress=progress, upload=upload)
             return info, upload
         except NatsopError as exc:
             outcome = await _remove_partial(js, name, upload)
@@ -479,6 +499,20 @@ async def _upload(ctx: Context, account_name: str | None, backup: _Backup, confi
 
 _STORE_RACE = "does not match store"
 _RESTORE_RETRY_S = (0.25, 0.5, 1.0)
+
+
+def _refuse_invalid_config(backup: _Backup, config: dict[str, Any]) -> None:
+    """Refuse, before anything changes, a configuration or state the server would reject.
+
+    Deleting an existing stream and then having the restore refused would lose it.
+    """
+    problems = config_problems(config)[0] + state_problems(backup.state)[0]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise UserError(f"the backup in {backup.path} cannot be restored as it is: {shown}; nothing was changed",
+                        code="backup_config_invalid",
+                        hint="backup_verify lists every problem. Correct backup.json, or restore the stream with "
+                             "stream_restore and a corrected configuration in config_file.")
 
 
 async def _check_archive(backup: _Backup) -> ArchiveReport:
@@ -616,6 +650,7 @@ async def stream_restore(ctx: Context, params: StreamRestoreParams) -> StreamRes
     if params.config_file:
         config = _load_config_file(ctx, params.config_file, backup.name)
     config = _with_overrides(config, params)
+    _refuse_invalid_config(backup, config)
     name = backup.name
     js = await ctx.js(params.account_name)
     existing = await _existing_state(js, name)
@@ -750,11 +785,12 @@ async def account_restore(ctx: Context, params: AccountRestoreParams) -> Account
             return result
     for i, (backup, item) in enumerate(zip(backups, items, strict=True), 1):
         try:
+            config = _with_overrides(backup.config, params)
+            _refuse_invalid_config(backup, config)
             report = await _check_archive(backup) if params.check_archive else None
             if item.exists:
                 await js.request(f"STREAM.DELETE.{backup.name}",
                                  context=f"delete stream {backup.name} before restoring it")
-            config = _with_overrides(backup.config, params)
             restored = await _restore_stream(ctx, params.account_name, backup, config, params,
                                              _prefixed(ctx, f"[{i}/{len(backups)}]"), report=report,
                                              after_delete=item.exists)
@@ -828,7 +864,12 @@ def _check_one(path: Path, check_data: bool) -> BackupCheck:
         check.problems.append(err.message)
         return check
     check.stream = str(config["name"])
-    check.state = StreamState.model_validate(state)
+    config_bad, config_notes = config_problems(config)
+    state_bad, state_notes = state_problems(state)
+    check.problems.extend(config_bad + state_bad)
+    check.notes.extend(config_notes + state_notes)
+    if not state_bad:
+        check.state = StreamState.model_validate(state)
     data = path / DATA_FILE
     if not data.is_file():
         check.problems.append(f"{DATA_FILE} is missing")
@@ -841,7 +882,7 @@ def _check_one(path: Path, check_data: bool) -> BackupCheck:
         return check
     if not check_data:
         check.notes.append("archive contents not checked (check_data is off)")
-        check.ok = True
+        check.ok = not check.problems
         return check
     report = inspect_archive(data)
     check.format = report.format
@@ -856,7 +897,8 @@ def _check_one(path: Path, check_data: bool) -> BackupCheck:
         check.first_seq = report.first_seq
         check.last_seq = report.last_seq
         check.subjects = len(report.subjects)
-        _cross_check(check, state, report)
+        if check.state is not None:
+            _cross_check(check, state, report)
     check.ok = not check.problems and report.complete
     return check
 
@@ -889,8 +931,10 @@ def _find_backups(root: Path) -> list[Path]:
 async def backup_verify(ctx: Context, params: BackupVerifyParams) -> BackupVerifyResult:
     """Check a backup without restoring it: files complete, archive decodes, checksums and config sound.
 
-    Works on one stream's backup or on an account backup (each subdirectory). Nothing
-    is sent to the server.
+    The configuration and state in backup.json are checked as the server checks a
+    restore request (field types, policies, limits, durations, name, subjects); fields
+    natsop does not know are noted, not refused. Works on one stream's backup or on an
+    account backup (each subdirectory). Nothing is sent to the server.
     """
     root = ctx.local_path(params.directory, must_exist=True)
     if not root.is_dir():
