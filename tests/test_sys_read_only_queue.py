@@ -80,3 +80,13 @@ async def test_queue_is_refused_only_when_read_only(server: EmbeddedServer, uniq
         assert ctx.connections._conns == {}  # refused before connecting
     finally:
         await ctx.close()
+
+
+def test_read_only_cli_refuses_to_join_a_queue_group(cli: Any, uniq: str) -> None:
+    refused = cli("--read-only", "--json", "sub", f"{uniq}.jobs", "--queue", "workers", "--timeout-s", "1",
+                  read_only=True)
+    assert refused.exit_code != 0
+    assert "read-only" in refused.output and "read_only" in refused.output, refused.output
+    # Without a queue group, read-only subscribe still works.
+    plain = cli("--read-only", "--json", "sub", f"{uniq}.jobs", "--timeout-s", "0.2", read_only=True)
+    assert plain.exit_code == 0, plain.output

@@ -198,7 +198,7 @@ async def audit(ctx: Context, params: AuditParams) -> AuditResult:
     info = getattr(nc, "_server_info", None) or {}
     clustered = bool(info.get("cluster"))
     try:
-        sys_nc = await ctx.system()
+        sys_nc = await ctx.system(params.account_name)
         # A lone server answers alone; a cluster's size shows in each server's routes. Knowing how many
         # replies to expect spares the wait for a lull after the last one.
         replies = await gather(sys_nc, "$SYS.REQ.SERVER.PING.VARZ", {}, timeout=2.0,
