@@ -111,7 +111,7 @@ def cli_json(result: Result) -> Any:
 async def mcp_client(env: dict[str, str], *args: str, cwd: str | os.PathLike[str] | None = None) -> AsyncIterator[Client]:
     """A real MCP client over stdio to `python -m natsop <args>` (default `serve`) with `env`.
 
-    Global options go before `serve`: mcp_client(env, "--read-only", "serve").
+    Global options go before or after `serve`: mcp_client(env, "serve", "--read-only").
     """
     argv = ["-m", "natsop", *(args or ("serve",))]
     params = StdioServerParameters(command=sys.executable, args=argv, env=env, cwd=cwd)
