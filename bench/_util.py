@@ -1,7 +1,10 @@
 """Shared by the benchmarks: statistics, timing, peak RSS of a child process, the machine.
 
 Every benchmark writes one JSON document (see `write_result`) that carries its own
-`machine` block and `timestamp`, so a result file says where and when it was measured.
+`machine` block, `timestamp` and `provenance` (the code it measured, when, and how busy
+the machine was while it ran), so a result file says where, when and under what
+conditions it was measured. The provenance clock starts when this module is imported,
+which every benchmark does before it starts measuring.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -187,7 +191,7 @@ def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                              text=True, timeout=10)
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
 
@@ -195,10 +199,6 @@ def git_commit() -> str | None:
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, OS, load, and the versions of everything measured."""
     mem_kib = _first("/proc/meminfo", "MemTotal")
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = []
     import natsop
 
     return {
@@ -206,7 +206,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(int(mem_kib.split()[0]) / 1024 / 1024, 1) if mem_kib else None,
         "os": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "load_avg": load,
+        "load_avg": load_avg(),
         "python": platform.python_version(),
         "nats_server": nats_server_version(),
         "natsop": natsop.__version__,
@@ -220,11 +220,131 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+# --- provenance: which code, when, and how busy the machine was -------------------------------------
+
+# Other processes may use at most this many cores on average (beyond the benchmark's own process
+# tree) for a run to count as quiet. On the 2-core machine of the record that is an eighth of it.
+QUIET_OTHER_CORES = 0.25
+
+
+def _cpu_times() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    fields += [0] * (8 - len(fields))
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def _descendants_cpu(root: int) -> float:
+    """CPU seconds of the live descendants of `root` (with the children they have reaped)."""
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces
+        try:
+            ppid = int(rest[1])
+            cpu[int(entry)] = sum(int(v) for v in rest[11:15]) / tick  # utime stime cutime cstime
+        except (IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return total
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and all its descendants, reaped or alive."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime + _descendants_cpu(os.getpid())
+
+
+def load_avg() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+@dataclass
+class Probe:
+    """A point in time to measure the machine's load from: wall clock, machine CPU, our own CPU."""
+
+    wall: float
+    started: str
+    load: list[float]
+    busy_s: float
+    steal_s: float
+    own_s: float
+
+    @classmethod
+    def now(cls, own_s: float | None = None) -> Probe:
+        busy, steal = _cpu_times()
+        return cls(time.monotonic(), now_iso(), load_avg(), busy, steal, own_cpu() if own_s is None else own_s)
+
+    def since(self, own_s: float | None = None) -> dict[str, Any]:
+        """Start and end, load average before and after, and the CPU that other processes used meanwhile.
+
+        `own_s` is our CPU now (default: this process tree's); what the machine spent beyond
+        it is other work. Quiet means other processes used at most QUIET_OTHER_CORES on average.
+        """
+        end = Probe.now(own_s)
+        wall = max(end.wall - self.wall, 1e-9)
+        other = max(0.0, (end.busy_s - self.busy_s) - (end.own_s - self.own_s))
+        other_cores = round(other / wall, 2) if self.busy_s else None
+        return {
+            "started": self.started, "finished": end.started, "seconds": round(wall, 1),
+            "load_avg_before": self.load, "load_avg_after": end.load,
+            "other_cpu_cores": other_cores,
+            "steal_cores": round((end.steal_s - self.steal_s) / wall, 2) if self.busy_s else None,
+            "quiet": None if other_cores is None else other_cores <= QUIET_OTHER_CORES,
+            "quiet_rule": f"other processes used <= {QUIET_OTHER_CORES} cores on average during the run",
+        }
+
+
+# The clock of this benchmark process: it starts when a benchmark imports this module.
+_START = Probe.now()
+
+
+def git_state() -> dict[str, Any]:
+    """The commit checked out and the files under src/ and bench/ that differ from it (uncommitted)."""
+    out: dict[str, Any] = {"commit": git_commit(), "uncommitted": None}
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--", "src", "bench"], cwd=REPO,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return out
+    if status.returncode == 0:
+        out["uncommitted"] = sorted(line[3:] for line in status.stdout.splitlines()
+                                    if line[3:] and not line[3:].startswith("bench/results/"))
+    return out
+
+
+def provenance(start: Probe | None = None) -> dict[str, Any]:
+    """What a result was measured on: commit, uncommitted files, command, times and load (see Probe.since)."""
+    return {**git_state(), "argv": [Path(sys.argv[0]).name, *sys.argv[1:]], **(start or _START).since()}
+
+
 def write_result(name: str, data: dict[str, Any], output: str | Path | None = None) -> Path:
     """Write a benchmark's JSON (with machine and timestamp added) to `output` or bench/results/<name>.json."""
     path = Path(output) if output else RESULTS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"bench": name, "timestamp": now_iso(), "machine": machine(), **data}
+    doc = {"bench": name, "timestamp": now_iso(), "machine": machine(), "provenance": provenance(), **data}
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 

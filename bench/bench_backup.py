@@ -12,10 +12,21 @@ a fresh subprocess (so that its peak resident memory is its own):
   chunks as requests, send the empty request, wait for the stream;
 - natsop `backup_verify` (decodes the whole archive; no baseline).
 
-Reported: throughput in MiB/s of snapshot bytes over the wall time of the call, and
-peak RSS (VmHWM) of the process, with the ratios natsop / bare loop.
+Each measurement is repeated (--repeats, 3 by default), natsop and the bare loop
+interleaved and taking turns to go first. Reported: throughput in MiB/s of snapshot
+bytes over the wall time of the call (median, min and max of the runs, and each run),
+the peak RSS (VmHWM) of the process (the largest of the runs), and the ratios natsop /
+bare loop, both of the medians and of each pair of runs measured back to back.
 
-    python bench/bench_backup.py [--size-mb 1024] [--repeats 1]
+Where the time goes in a backup: both the natsop child and the bare loop's child are
+instrumented the same way, without changing natsop: the time spent waiting for the next
+chunk (nats-py's `Subscription.next_msg`), publishing (the acks), writing the file,
+fsync, and the process's CPU time. natsop's own snapshot loop is timed by wrapping
+`natsop.ops.backup.snapshot_to_file` (and its file in a timing proxy); restore times
+natsop's archive check (`_check_archive`). A wrapper that cannot be applied (a renamed
+function) is left out and its counter missing.
+
+    python bench/bench_backup.py [--size-mb 1024] [--repeats 3] [--smoke]
 
 Results go to bench/results/backup.json and a markdown table is printed.
 """
@@ -45,7 +56,11 @@ MSG_SIZE = 64 * 1024
 
 # One transfer in a fresh interpreter; prints {"seconds", "bytes", "base_rss", "hwm"} as JSON.
 _CHILD = r"""
-import asyncio, json, os, sys, time
+import asyncio, json, os, resource, sys, time
+
+TIMES = {}
+COUNTS = {}
+MISSING = []
 
 def status(key):
     with open("/proc/self/status") as f:
@@ -54,14 +69,98 @@ def status(key):
                 return int(line.split()[1]) * 1024
     return 0
 
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+def add(key, dt):
+    TIMES[key] = TIMES.get(key, 0.0) + dt
+    COUNTS[key] = COUNTS.get(key, 0) + 1
+
+class TimedFile:
+    # Times write(); everything else goes to the file.
+    def __init__(self, f):
+        self._f = f
+    def write(self, data):
+        t = time.perf_counter()
+        try:
+            return self._f.write(data)
+        finally:
+            add("write", time.perf_counter() - t)
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+def instrument_nats():
+    # The same counters for natsop and the bare loop: waiting for chunks, publishing, fsync.
+    from nats.aio.client import Client
+    from nats.aio.subscription import Subscription
+    next_msg, publish, fsync = Subscription.next_msg, Client.publish, os.fsync
+
+    async def timed_next_msg(self, *a, **kw):
+        t = time.perf_counter()
+        try:
+            return await next_msg(self, *a, **kw)
+        finally:
+            add("wait_for_chunks", time.perf_counter() - t)
+
+    async def timed_publish(self, *a, **kw):
+        t = time.perf_counter()
+        try:
+            return await publish(self, *a, **kw)
+        finally:
+            add("publish", time.perf_counter() - t)
+
+    def timed_fsync(fd):
+        t = time.perf_counter()
+        try:
+            return fsync(fd)
+        finally:
+            add("fsync", time.perf_counter() - t)
+
+    Subscription.next_msg = timed_next_msg
+    Client.publish = timed_publish
+    os.fsync = timed_fsync
+
+def instrument_natsop(tool):
+    import natsop.ops.backup as b
+    if tool == "stream_backup":
+        orig = getattr(b, "snapshot_to_file", None)
+        if orig is None:
+            MISSING.append("natsop.ops.backup.snapshot_to_file")
+            return
+        async def timed_snapshot(nc, js, stream, out, *a, **kw):
+            t = time.perf_counter()
+            try:
+                return await orig(nc, js, stream, TimedFile(out), *a, **kw)
+            finally:
+                add("snapshot_loop", time.perf_counter() - t)
+        b.snapshot_to_file = timed_snapshot
+    elif tool == "stream_restore":
+        orig_check = getattr(b, "_check_archive", None)
+        if orig_check is None:
+            MISSING.append("natsop.ops.backup._check_archive")
+            return
+        async def timed_check(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return await orig_check(*a, **kw)
+            finally:
+                add("check_archive", time.perf_counter() - t)
+        b._check_archive = timed_check
+
 async def natsop_call(tool, files, **kw):
     from natsop.api import Toolkit
+    instrument_natsop(tool)
     async with Toolkit.from_env(files_dir=files) as tk:
         await tk.call("stream_list")  # connect before timing
         base = status("VmRSS")
+        TIMES.clear()
+        COUNTS.clear()
+        c0 = cpu()
         t0 = time.perf_counter()
         r = await tk.call(tool, **kw)
         dt = time.perf_counter() - t0
+        TIMES["cpu"] = cpu() - c0
     size = getattr(r, "bytes", None) or getattr(r, "bytes_sent", None) or 0
     extra = {}
     if tool == "stream_restore":
@@ -77,13 +176,18 @@ async def bare_backup(directory):
                             password=os.environ["NATS_PASSWORD"])
     os.makedirs(directory, exist_ok=True)
     base = status("VmRSS")
+    TIMES.clear()
+    COUNTS.clear()
+    c0 = cpu()
     t0 = time.perf_counter()
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     resp = await nc.request("$JS.API.STREAM.SNAPSHOT.BENCH", json.dumps(
         {"deliver_subject": inbox, "chunk_size": 128 * 1024}).encode(), timeout=30)
     total = 0
-    with open(os.path.join(directory, "stream.tar.s2"), "wb") as f:
+    t_loop = time.perf_counter()
+    with open(os.path.join(directory, "stream.tar.s2"), "wb") as raw:
+        f = TimedFile(raw)
         while True:
             m = await sub.next_msg(timeout=30)
             if not m.data:
@@ -93,11 +197,13 @@ async def bare_backup(directory):
             if m.reply:
                 await nc.publish(m.reply, b"")
         f.flush()
+        add("snapshot_loop", time.perf_counter() - t_loop)
         os.fsync(f.fileno())  # a backup is only taken once it is on disk (natsop does the same)
     doc = json.loads(resp.data)
     with open(os.path.join(directory, "backup.json"), "w") as f:
         json.dump({"config": doc["config"], "state": doc["state"]}, f, indent=2)
     dt = time.perf_counter() - t0
+    TIMES["cpu"] = cpu() - c0
     await nc.close()
     return dt, total, base, {}
 
@@ -108,6 +214,9 @@ async def bare_restore(directory):
     with open(os.path.join(directory, "backup.json")) as f:
         req = json.load(f)
     base = status("VmRSS")
+    TIMES.clear()
+    COUNTS.clear()
+    c0 = cpu()
     t0 = time.perf_counter()
     resp = json.loads((await nc.request("$JS.API.STREAM.RESTORE.BENCH", json.dumps(req).encode(),
                                         timeout=30)).data)
@@ -120,11 +229,14 @@ async def bare_restore(directory):
     final = json.loads((await nc.request(deliver, b"", timeout=600)).data)
     assert "error" not in final, final
     dt = time.perf_counter() - t0
+    TIMES["cpu"] = cpu() - c0
     await nc.close()
     return dt, total, base, {}
 
 async def main():
     mode, files, *rest = sys.argv[1:]
+    if mode.endswith("-backup"):
+        instrument_nats()
     if mode == "natsop-backup":
         out = await natsop_call("stream_backup", files, stream="BENCH", directory=rest[0])
     elif mode == "natsop-restore":
@@ -136,7 +248,9 @@ async def main():
     else:
         out = await bare_restore(os.path.join(files, rest[0]))
     dt, size, base, extra = out
-    print(json.dumps({"seconds": dt, "bytes": size, "base_rss": base, "hwm": status("VmHWM"), **extra}))
+    times = {k + "_s": round(v, 4) for k, v in TIMES.items()}
+    print(json.dumps({"seconds": dt, "bytes": size, "base_rss": base, "hwm": status("VmHWM"), "times": times,
+                      "counts": COUNTS, "not_instrumented": MISSING, **extra}))
 
 asyncio.run(main())
 """
@@ -202,12 +316,64 @@ def _med(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
 
+# Counters of a backup child, in the order they are reported; "other" is the rest of the wall time.
+BREAKDOWN = ("wait_for_chunks_s", "write_s", "publish_s", "fsync_s")
+
+
+def breakdown(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Median seconds per counter over the runs, with what remains of the wall time ("other")."""
+    if not runs or not all(r.get("times") for r in runs):
+        return None
+    out: dict[str, Any] = {"wall_s": round(_med(runs, "seconds"), 3)}
+    for key in ("snapshot_loop_s", *BREAKDOWN, "check_archive_s", "cpu_s"):
+        if all(key in r["times"] for r in runs):
+            out[key] = round(float(statistics.median(r["times"][key] for r in runs)), 3)
+    out["other_s"] = round(float(statistics.median(
+        r["seconds"] - sum(r["times"].get(k, 0.0) for k in BREAKDOWN) for r in runs)), 3)
+    for key, counter in (("chunks", "write"), ("fsyncs", "fsync")):
+        counts = [r.get("counts", {}).get(counter) for r in runs]
+        if all(counts):
+            out[key] = int(statistics.median(c for c in counts if c))
+    missing = sorted({m for r in runs for m in r.get("not_instrumented") or []})
+    if missing:
+        out["not_instrumented"] = missing
+    return out
+
+
+def row(runs: dict[str, list[dict[str, Any]]], name: str, ours: str, base: str | None) -> dict[str, Any]:
+    """One operation: medians and spreads of natsop (and of its baseline), peak RSS the largest of the runs."""
+    def side(prefix: str, key: str) -> dict[str, Any]:
+        rs = runs[key]
+        speeds = [r["mib_per_s"] for r in rs]
+        return {f"{prefix}_mib_per_s": round(_med(rs, "mib_per_s"), 1),
+                f"{prefix}_mib_per_s_min": round(min(speeds), 1),
+                f"{prefix}_mib_per_s_max": round(max(speeds), 1),
+                f"{prefix}_mib_per_s_runs": [round(v, 1) for v in speeds],
+                f"{prefix}_peak_rss_mib": round(max(r["peak_rss_bytes"] for r in rs) / MiB, 1),
+                f"{prefix}_rss_growth_mib": round(max(r["rss_growth_bytes"] for r in rs) / MiB, 1),
+                f"{prefix}_breakdown": breakdown(rs)}
+
+    r: dict[str, Any] = {"operation": name, "runs": len(runs[ours]), **side("natsop", ours)}
+    if base:
+        r.update(side("bare", base))
+        r["throughput_ratio"] = ratio(r["natsop_mib_per_s"], r["bare_mib_per_s"])
+        r["rss_ratio"] = ratio(r["natsop_peak_rss_mib"], r["bare_peak_rss_mib"])
+        # Each repeat measures natsop and the bare loop back to back: their ratio is steadier under load.
+        r["pair_ratios"] = [ratio(a["mib_per_s"], b["mib_per_s"]) for a, b in zip(runs[ours], runs[base],
+                                                                                   strict=True)]
+    return r
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=int, default=1024, help="Stream size in MiB (default 1024)")
-    parser.add_argument("--repeats", type=int, default=1, help="Runs of each measurement (median reported)")
+    parser.add_argument("--size-mb", type=int, default=None, help="Stream size in MiB (default 1024)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="Runs of each measurement, natsop and bare interleaved (default 3; median reported)")
+    parser.add_argument("--smoke", action="store_true", help="A 4 MiB stream, 1 run: checks that the bench runs")
     parser.add_argument("--output", help="Result file (default bench/results/backup.json)")
     args = parser.parse_args()
+    size_mb = args.size_mb or (4 if args.smoke else 1024)
+    repeats = max(1, args.repeats or (1 if args.smoke else 3))
 
     work = Path(tempfile.mkdtemp(prefix="natsop-bench-backup-"))
     files = work / "files"
@@ -216,25 +382,25 @@ def main() -> None:
         with EmbeddedServer(store_dir=work / "store") as server:
             env = natsop_env(server, work / "config")
             env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent / "src")
-            log(f"filling {STREAM} with {args.size_mb} MiB of {MSG_SIZE // 1024} KiB messages ...")
+            log(f"filling {STREAM} with {size_mb} MiB of {MSG_SIZE // 1024} KiB messages ...")
             t0 = time.perf_counter()
-            state = asyncio.run(_fill(server, args.size_mb))
+            state = asyncio.run(_fill(server, size_mb))
             log(f"  {state['messages']} messages, {state['bytes'] / MiB:.0f} MiB in {time.perf_counter() - t0:.1f}s")
 
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in (
                 "natsop_backup", "bare_backup", "natsop_restore", "natsop_restore_no_check", "bare_restore",
                 "natsop_verify")}
-            for rep in range(args.repeats):
-                log(f"repeat {rep + 1}/{args.repeats}")
+            for rep in range(repeats):
+                log(f"repeat {rep + 1}/{repeats}")
                 for d in ("n", "b"):
                     shutil.rmtree(files / d, ignore_errors=True)
                 # Alternate which goes first: the second writer of 1 GiB meets the first one's dirty pages.
                 order = [("natsop_backup", "natsop-backup", "n"), ("bare_backup", "bare-backup", "b")]
                 for key, mode, d in order if rep % 2 == 0 else order[::-1]:
                     runs[key].append(_child(env, mode, str(files), d))
-                    log(f"  {key}", runs[key][-1])
+                    log(f"  {key}", _brief(runs[key][-1]))
                 runs["natsop_verify"].append(_child(env, "natsop-verify", str(files), "n"))
-                log("  natsop verify", runs["natsop_verify"][-1])
+                log("  natsop verify", _brief(runs["natsop_verify"][-1]))
                 restores: list[tuple[str, str, tuple[str, ...]]] = [
                     ("natsop_restore", "natsop-restore", ("n", "1")),
                     ("natsop_restore_no_check", "natsop-restore", ("n", "0")),
@@ -242,46 +408,45 @@ def main() -> None:
                 for key, mode, extra in restores if rep % 2 == 0 else restores[::-1]:
                     asyncio.run(_delete(server))
                     runs[key].append(_child(env, mode, str(files), *extra))
-                    log(f"  {key}", runs[key][-1])
+                    log(f"  {key}", _brief(runs[key][-1]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    def row(name: str, ours: str, base: str | None) -> dict[str, Any]:
-        r: dict[str, Any] = {"operation": name,
-                             "natsop_mib_per_s": round(_med(runs[ours], "mib_per_s"), 1),
-                             "natsop_peak_rss_mib": round(_med(runs[ours], "peak_rss_bytes") / MiB, 1),
-                             "natsop_rss_growth_mib": round(_med(runs[ours], "rss_growth_bytes") / MiB, 1)}
-        if base:
-            r["bare_rss_growth_mib"] = round(_med(runs[base], "rss_growth_bytes") / MiB, 1)
-            r["bare_mib_per_s"] = round(_med(runs[base], "mib_per_s"), 1)
-            r["bare_peak_rss_mib"] = round(_med(runs[base], "peak_rss_bytes") / MiB, 1)
-            r["throughput_ratio"] = ratio(r["natsop_mib_per_s"], r["bare_mib_per_s"])
-            r["rss_ratio"] = ratio(r["natsop_peak_rss_mib"], r["bare_peak_rss_mib"])
-        return r
-
     rows = [
-        row("stream_backup", "natsop_backup", "bare_backup"),
-        row("stream_restore (check_archive, default)", "natsop_restore", "bare_restore"),
-        row("stream_restore (check_archive=false)", "natsop_restore_no_check", "bare_restore"),
-        row("backup_verify (decode + CRC, no server)", "natsop_verify", None),
+        row(runs, "stream_backup", "natsop_backup", "bare_backup"),
+        row(runs, "stream_restore (check_archive, default)", "natsop_restore", "bare_restore"),
+        row(runs, "stream_restore (check_archive=false)", "natsop_restore_no_check", "bare_restore"),
+        row(runs, "backup_verify (decode + CRC, no server)", "natsop_verify", None),
     ]
     print(f"\nStream of {state['bytes'] / MiB:.0f} MiB ({state['messages']} messages of {MSG_SIZE // 1024} KiB, "
-          f"incompressible), {args.repeats} run(s), median:\n")
-    print("| operation | natsop MiB/s | bare loop MiB/s | ratio | natsop peak RSS MiB (growth) "
-          "| bare peak RSS MiB (growth) | ratio |")
+          f"incompressible), {repeats} run(s): median (min-max) MiB/s; peak RSS the largest of the runs:\n")
+    print("| operation | natsop MiB/s | bare loop MiB/s | ratio | per-pair ratios | natsop peak RSS MiB (growth) "
+          "| bare peak RSS MiB (growth) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        bare_rss = (f"{r['bare_peak_rss_mib']} ({r['bare_rss_growth_mib']})" if "bare_peak_rss_mib" in r else "-")
-        print(f"| {r['operation']} | {r['natsop_mib_per_s']} | {r.get('bare_mib_per_s', '-')} | "
-              f"{r.get('throughput_ratio', '-')} | {r['natsop_peak_rss_mib']} ({r['natsop_rss_growth_mib']}) | "
-              f"{bare_rss} | {r.get('rss_ratio', '-')} |")
+        bare = (f"{r['bare_mib_per_s']} ({r['bare_mib_per_s_min']}-{r['bare_mib_per_s_max']})"
+                if "bare_mib_per_s" in r else "-")
+        bare_rss = f"{r['bare_peak_rss_mib']} ({r['bare_rss_growth_mib']})" if "bare_peak_rss_mib" in r else "-"
+        print(f"| {r['operation']} | {r['natsop_mib_per_s']} ({r['natsop_mib_per_s_min']}-"
+              f"{r['natsop_mib_per_s_max']}) | {bare} | {r.get('throughput_ratio', '-')} | "
+              f"{', '.join(map(str, r.get('pair_ratios') or [])) or '-'} | {r['natsop_peak_rss_mib']} "
+              f"({r['natsop_rss_growth_mib']}) | {bare_rss} |")
+    for who in ("natsop", "bare"):
+        b = rows[0].get(f"{who}_breakdown")
+        if b:
+            print(f"\nbackup, {who} (median s): " + ", ".join(f"{k} {v}" for k, v in b.items()))
     print("\nPeak RSS is VmHWM of the whole process; growth is the part above the process's RSS just before "
           "the call (interpreter and imports excluded).")
     path = write_result("backup", {
-        "size_mb": args.size_mb, "message_bytes": MSG_SIZE, "stream_state": state, "repeats": args.repeats,
+        "size_mb": size_mb, "message_bytes": MSG_SIZE, "stream_state": state, "repeats": repeats,
         "crc32c_accelerated": _has_crc32c(), "rows": rows, "runs": runs,
     }, args.output)
     log(f"\nwritten to {path}")
+
+
+def _brief(run: dict[str, Any]) -> str:
+    return (f"{run['mib_per_s']:.1f} MiB/s in {run['seconds']:.2f}s, peak {run['peak_rss_bytes'] / MiB:.0f} MiB"
+            + (f", {run['times']}" if run.get("times") else ""))
 
 
 def _has_crc32c() -> bool:

@@ -4,11 +4,14 @@ For each size, a file of random (incompressible) bytes is stored and read back b
 natsop's operations (`object_put` / `object_get` through `Toolkit`) and by raw
 nats-py (`ObjectStore.put` from the open file / `ObjectStore.get(writeinto=file)`),
 each transfer in a fresh subprocess so that its peak resident memory (VmHWM) is its
-own. Reported: throughput in MiB/s (median of the repeats) and the peak RSS of the
-process, with the ratios natsop / nats-py. Both write to one bucket (no compression,
-so the server's CPU is not what is measured) on an embedded nats-server.
+own. Every size is repeated (3 times by default, 1 GiB included), natsop and nats-py
+interleaved and taking turns to go first. Reported: throughput in MiB/s (median, min
+and max of the runs), the peak RSS of the process (the largest of the runs), with the
+ratios natsop / nats-py (of the medians, and of each back-to-back pair). Both write to
+one bucket (no compression, so the server's CPU is not what is measured) on an
+embedded nats-server.
 
-    python bench/bench_object.py [--sizes 10M,100M,1G] [--repeats 3] [--large-repeats 1]
+    python bench/bench_object.py [--sizes 10M,100M,1G] [--repeats 3] [--large-repeats 3] [--smoke]
 
 Results go to bench/results/object.json and a markdown table is printed.
 """
@@ -23,13 +26,13 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import log, ratio, write_result
 from natsop import EmbeddedServer, Toolkit
 
-RESULTS = Path(__file__).resolve().parent / "results" / "object.json"
 BUCKET = "BENCH"
 MiB = 1024 * 1024
 LARGE = 1024 * MiB
@@ -118,10 +121,14 @@ async def child(env: dict[str, str], client: str, mode: str, files: Path, name: 
 
 
 def summarize(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median throughput with its spread; peak RSS the largest of the runs."""
     seconds = statistics.median(r["seconds"] for r in runs)
+    speeds = [size / MiB / r["seconds"] for r in runs]
     return {
         "seconds_median": round(seconds, 4),
         "mib_per_s": round(size / MiB / seconds, 1),
+        "mib_per_s_min": round(min(speeds), 1),
+        "mib_per_s_max": round(max(speeds), 1),
         "peak_rss_mib": round(max(r["peak_rss"] for r in runs) / MiB, 1),
         "rss_growth_mib": round(max(r["peak_rss"] - r["baseline_rss"] for r in runs) / MiB, 1),
         "runs": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in runs],
@@ -147,12 +154,14 @@ async def bench(sizes: list[int], repeats: int, large_repeats: int) -> dict[str,
                 n = large_repeats if size >= LARGE else repeats
                 runs: dict[str, list[dict[str, Any]]] = {}
                 for i in range(n):
-                    for client in ("natsop", "natspy"):
-                        for mode in ("put", "get"):
+                    # natsop and nats-py take turns to go first, for the put and then for the get.
+                    clients = ("natsop", "natspy") if i % 2 == 0 else ("natspy", "natsop")
+                    for mode in ("put", "get"):
+                        for client in clients:
                             r = await child(env, client, mode, files, f"obj-{client}")
                             runs.setdefault(f"{client}_{mode}", []).append(r)
-                            print(f"  {label(size):>8} {client:6} {mode} #{i + 1}: {r['seconds']:.3f}s "
-                                  f"peak {r['peak_rss'] / MiB:.0f} MiB", file=sys.stderr)
+                            log(f"  {label(size):>8} {client:6} {mode} #{i + 1}: {r['seconds']:.3f}s "
+                                f"peak {r['peak_rss'] / MiB:.0f} MiB")
                     # Both clients verify the digest as they read; the sizes must match too.
                     for copy in ("out-natsop.bin", "out-natspy.bin"):
                         if (files / copy).stat().st_size != size:
@@ -162,8 +171,11 @@ async def bench(sizes: list[int], repeats: int, large_repeats: int) -> dict[str,
                     row[key] = summarize(size, value)
                 for mode in ("put", "get"):
                     ours, theirs = row[f"natsop_{mode}"], row[f"natspy_{mode}"]
-                    row[f"{mode}_throughput_ratio"] = round(ours["mib_per_s"] / theirs["mib_per_s"], 2)
-                    row[f"{mode}_peak_rss_ratio"] = round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 2)
+                    row[f"{mode}_throughput_ratio"] = ratio(ours["mib_per_s"], theirs["mib_per_s"])
+                    row[f"{mode}_peak_rss_ratio"] = ratio(ours["peak_rss_mib"], theirs["peak_rss_mib"])
+                    # natsop's and nats-py's runs of one repeat ran back to back: steadier under load.
+                    row[f"{mode}_pair_ratios"] = [ratio(b["seconds"], a["seconds"]) for a, b in zip(
+                        runs[f"natsop_{mode}"], runs[f"natspy_{mode}"], strict=True)]
                 rows.append(row)
                 for f in files.iterdir():
                     f.unlink()
@@ -171,17 +183,15 @@ async def bench(sizes: list[int], repeats: int, large_repeats: int) -> dict[str,
         "benchmark": "object store put/get: natsop vs nats-py ObjectStore",
         "server": version,
         "python": platform.python_version(),
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
         "chunk_size": 128 * 1024,
         "bucket": "file storage, no compression, one replica",
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": rows,
     }
 
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| size | op | natsop MiB/s | nats-py MiB/s | ratio | natsop peak RSS (growth) "
+        "| size | op | natsop MiB/s (min-max) | nats-py MiB/s (min-max) | ratio | natsop peak RSS (growth) "
         "| nats-py peak RSS (growth) | ratio | runs |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -189,7 +199,8 @@ def table(report: dict[str, Any]) -> str:
         for mode in ("put", "get"):
             ours, theirs = row[f"natsop_{mode}"], row[f"natspy_{mode}"]
             lines.append(
-                f"| {row['label']} | {mode} | {ours['mib_per_s']} | {theirs['mib_per_s']} "
+                f"| {row['label']} | {mode} | {ours['mib_per_s']} ({ours['mib_per_s_min']}-{ours['mib_per_s_max']}) "
+                f"| {theirs['mib_per_s']} ({theirs['mib_per_s_min']}-{theirs['mib_per_s_max']}) "
                 f"| {row[f'{mode}_throughput_ratio']} | {ours['peak_rss_mib']} MiB (+{ours['rss_growth_mib']}) "
                 f"| {theirs['peak_rss_mib']} MiB (+{theirs['rss_growth_mib']}) "
                 f"| {row[f'{mode}_peak_rss_ratio']} | {row['repeats']} |")
@@ -198,18 +209,19 @@ def table(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sizes", default="10M,100M,1G", help="Object sizes, e.g. 10M,100M,1G")
-    parser.add_argument("--repeats", type=int, default=3, help="Runs per size below 1 GiB (median reported)")
-    parser.add_argument("--large-repeats", type=int, default=1, help="Runs per size of 1 GiB and more")
+    parser.add_argument("--sizes", default=None, help="Object sizes, e.g. 10M,100M,1G (default 10M,100M,1G)")
+    parser.add_argument("--repeats", type=int, default=None, help="Runs per size below 1 GiB (default 3; median)")
+    parser.add_argument("--large-repeats", type=int, default=3, help="Runs per size of 1 GiB and more (median)")
+    parser.add_argument("--smoke", action="store_true", help="1 MiB, 1 run: checks that the bench runs")
+    parser.add_argument("--output", help="Write the JSON here instead of bench/results/object.json")
     args = parser.parse_args()
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    report = asyncio.run(bench(sizes, max(1, args.repeats), max(1, args.large_repeats)))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    sizes = [parse_size(s) for s in (args.sizes or ("1M" if args.smoke else "10M,100M,1G")).split(",") if s.strip()]
+    repeats = args.repeats or (1 if args.smoke else 3)
+    report = asyncio.run(bench(sizes, max(1, repeats), max(1, args.large_repeats)))
+    path = write_result("object", report, args.output)
     print(table(report))
     print("\nGrowth is the peak over the process's resident size just before the transfer.")
-    print(f"server {report['server']}, Python {report['python']}, {report['machine']}; "
-          f"results in {RESULTS}")
+    print(f"server {report['server']}, Python {report['python']}; results in {path}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,14 @@ flags) and writes bench/results/<name>.json; its output goes to
 bench/results/<name>.log. A benchmark whose script is not in the repository is
 reported as "not run"; one that fails is reported with the end of its log, and the
 others still run. With --only, the other sections of the report keep the results of
-an earlier run (marked as such). The full run is the one recorded in
-docs/benchmarks.md; --quick uses small sizes and finishes in a few minutes.
+an earlier run (marked as such, with that run's time, mode and conditions). The full
+run is the one recorded in docs/benchmarks.md; --quick uses small sizes and finishes
+in a few minutes.
+
+For each section run, results/run.json records its mode, start and end, the load
+average before and after, and how much CPU other processes used meanwhile (the
+machine's busy time minus this process tree's); each results file records the same
+about itself (see _util.provenance), with the commit it measured.
 
 Sections: mcp_latency, startup, paging, object, backup, audit, publish.
 """
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import BENCH_DIR, RESULTS_DIR, machine, now_iso, run_measured
+from _util import BENCH_DIR, RESULTS_DIR, Probe, machine, now_iso, run_measured
 from report import DOC, SECTIONS, render
 
 
@@ -44,8 +50,9 @@ PLANS: dict[str, Plan] = {
     "startup": Plan(quick=["--quick"], full=[], timeout_s=1800),
     # Filling 10M messages took about 45 s on the 2-core machine of the record: part of the full run.
     "paging": Plan(quick=["--sizes", "1000,100000", "--repeats", "11"], full=["--sizes", PAGING_FULL]),
-    "object": Plan(quick=["--sizes", "10M", "--repeats", "1"], full=[]),
-    "backup": Plan(quick=["--size-mb", "64"], full=["--repeats", "3"]),
+    # Full runs repeat every size 3 times, 1 GiB included (medians, not single runs).
+    "object": Plan(quick=["--sizes", "10M", "--repeats", "1"], full=["--repeats", "3", "--large-repeats", "3"]),
+    "backup": Plan(quick=["--size-mb", "64", "--repeats", "1"], full=["--repeats", "3"]),
     "audit": Plan(quick=["--quick"], full=[]),
     "publish": Plan(quick=["--quick"], full=[]),
 }
@@ -80,11 +87,16 @@ def run_section(name: str, quick: bool, extra: list[str]) -> dict[str, Any]:
     started = time.time()
     print(f"== {name}: {script.name} {' '.join(args)}", flush=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NATS_", "NATSOP_"))}
+    probe = Probe.now()
     run = run_measured([sys.executable, str(script), *args], env=env, cwd=BENCH_DIR.parent,
                        timeout_s=plan.timeout_s / (4 if quick else 1))
+    load = probe.since()
     (RESULTS_DIR / f"{name}.log").write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
     fresh = result.exists() and result.stat().st_mtime >= started
-    status: dict[str, Any] = {"args": args, "seconds": round(run.wall_s, 1), "finished": now_iso()}
+    status: dict[str, Any] = {
+        "args": args, "mode": "quick" if quick else "full", "seconds": round(run.wall_s, 1),
+        "started": load["started"], "finished": load["finished"],
+        **{k: load[k] for k in ("load_avg_before", "load_avg_after", "other_cpu_cores", "quiet")}}
     if run.returncode != 0 or not fresh:
         why = f"exit status {run.returncode}" if run.returncode != 0 else "no results file written"
         print(f"   failed ({why}); log: {RESULTS_DIR / (name + '.log')}", flush=True)
@@ -117,7 +129,10 @@ def main(argv: list[str] | None = None) -> None:
             if name not in only:
                 old = (previous.get("sections") or {}).get(name)
                 if old:
-                    sections[name] = {**old, "status": "earlier" if old.get("status") == "ok" else old["status"]}
+                    # Kept as it was measured: its own time, mode and conditions, marked as earlier.
+                    mode = old.get("mode") or (previous.get("mode") if old.get("status") == "ok" else None)
+                    sections[name] = {**old, "mode": mode,
+                                      "status": "earlier" if old.get("status") == "ok" else old["status"]}
                 continue
             extra: list[str] = []
             if name == "paging" and not args.quick and args.no_10m:
@@ -125,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
             sections[name] = run_section(name, args.quick, extra)
         if not args.quick and args.no_10m and "paging" in only:
             meta["notes"].append("Paging was run without the 10M-message stream (--no-10m).")
-        meta.update(sections=sections, finished=now_iso(), seconds=round(time.time() - started, 1),
-                    load_avg_end=[round(v, 2) for v in os.getloadavg()])
+        meta.update(sections=sections, ran=[n for n in SECTIONS if n in only], finished=now_iso(),
+                    seconds=round(time.time() - started, 1), load_avg_end=[round(v, 2) for v in os.getloadavg()])
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
