@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from typing import Any
 
 from tests.conftest import CliFn, cli_json, mcp_client
 
 TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+
+
+def _read_terminal(primary: int) -> list[bytes]:
+    """Everything written to a pseudo-terminal until the process on it ends."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closes when the process ends
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return chunks
 
 
 def normalise(text: str, uniq: str) -> str:
@@ -101,15 +116,7 @@ def test_progress_bar_on_a_terminal(server_env: dict[str, str], tmp_path: Any) -
         proc = subprocess.Popen([*base, "object", "put", bucket, "blob.bin"], env=env, stdin=secondary,
                                 stdout=secondary, stderr=secondary, close_fds=True)
         os.close(secondary)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(primary, 65536)
-            except OSError:  # the terminal closes when the process ends
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
+        chunks = _read_terminal(primary)
         assert proc.wait(timeout=60) == 0
     finally:
         os.close(primary)
@@ -157,15 +164,7 @@ def test_waiting_status_on_a_terminal(server_env: dict[str, str], tmp_path: Any)
             with subprocess.Popen([sys.executable, "-m", "natsop", *argv], env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=secondary, close_fds=True) as proc:
                 os.close(secondary)
-                chunks = []
-                while True:
-                    try:
-                        chunk = os.read(primary, 65536)
-                    except OSError:  # the terminal closes when the process ends
-                        break
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
+                chunks = _read_terminal(primary)
                 stdout = proc.communicate(timeout=60)[0].decode()
                 assert proc.returncode == 0, stdout
         finally:
