@@ -53,7 +53,7 @@ def _build(out_dir: Path) -> Path:
     if missing:
         pytest.fail(f"the nats.go interop tests need Go and nats.go's sources: {'; '.join(missing)}. "
                     f"Install them with `apt-get install -y --no-install-recommends {DEBIAN_PACKAGES}` "
-                    "(.ci/run does this)", pytrace=False)
+                    "(scripts/install-test-deps does this)", pytrace=False)
     assert go is not None
     binary = out_dir / "interop-go"
     # Go's build cache is safe to share between concurrent builds; keeping it makes later runs quick.
