@@ -591,6 +591,15 @@ class _AckWindow:
         if self.error is not None:
             raise self.error
 
+    async def settle(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until every chunk sent has been answered, whatever the answers.
+
+        A put that fails must not purge its chunks while some are still on their way: the
+        purge frees space, and a chunk arriving after it would be stored for good.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drained.wait(), timeout_s)
+
 
 async def put_object(nc: NATS, js: JsApi, bucket: str, meta: dict[str, Any], source: BinaryIO, *,
                      chunk_size: int = DEFAULT_CHUNK_SIZE, total: int | None = None,
@@ -672,7 +681,7 @@ async def put_object(nc: NATS, js: JsApi, bucket: str, meta: dict[str, Any], sou
             if pending_read is not None and not pending_read.done():
                 pending_read.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.shield(_cleanup(js, bucket, csubj, chunks))
+                await asyncio.shield(_cleanup(js, bucket, csubj, chunks, window))
         if isinstance(exc, NatsopError | asyncio.CancelledError | KeyboardInterrupt | SystemExit):
             raise
         if isinstance(exc, OSError):
@@ -690,8 +699,9 @@ async def put_object(nc: NATS, js: JsApi, bucket: str, meta: dict[str, Any], sou
     return await read_meta_at(js, bucket, seq), previous
 
 
-async def _cleanup(js: JsApi, bucket: str, subject: str, chunks: int) -> None:
+async def _cleanup(js: JsApi, bucket: str, subject: str, chunks: int, window: _AckWindow) -> None:
     if chunks:
+        await window.settle(ACK_TIMEOUT_S)
         await purge_subject(js, bucket, subject)
 
 
