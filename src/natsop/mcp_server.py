@@ -32,7 +32,9 @@ log = logging.getLogger("natsop.mcp")
 INSTRUCTIONS = (
     "natsop operates NATS: core messaging, JetStream streams and consumers, Key-Value and Object Store. "
     "Read-only tools are safe to call freely. Destructive tools only report what they would do until "
-    "called again with confirm set to the value they return in confirm_with. Listings are paged: when "
+    "called again with confirm set to the value they return in confirm_with (stream_update applies a change "
+    "that removes nothing at once, and asks only before one that would remove messages or seal). "
+    "Listings are paged: when "
     "a result says truncated, call again with the offset or cursor it gives."
 )
 
