@@ -36,7 +36,7 @@ async def strict() -> AsyncIterator[EmbeddedServer]:
 
 
 async def js_request(nc: Any, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    msg = await nc.request(f"$JS.API.{subject}", json.dumps(body or {}).encode(), timeout=10)
+    msg = await nc.request(f"$JS.API.{subject}", json.dumps(body or {}).encode(), timeout=30)  # R3 creation on a loaded machine can be slow
     data: dict[str, Any] = json.loads(msg.data)
     assert "error" not in data, data
     return data
@@ -441,19 +441,31 @@ def test_many_consumers_critical_above_100k() -> None:
                      "stream NEAR": ("warning", {"consumers": 950})}
 
 
+def _cell(lines: list[str], header: int, row: int, title: str) -> str:
+    """The text of one column of a wrapped table row: its lines from the title's position, joined."""
+    start = lines[header].index(title)
+    following = re.search(r"\S", lines[header][start + len(title):])  # the next column's title
+    stop = start + len(title) + following.start() if following else None
+    ends = [i for i in range(row + 1, len(lines)) if not lines[i].strip() or lines[i][:1].strip()]
+    end = ends[0] if ends else len(lines)
+    return " ".join(" ".join(line[start:stop].split()) for line in lines[row:end]).strip()
+
+
 def test_findings_render_as_a_table(cli: CliFn) -> None:
     name = f"EV{uuid.uuid4().hex[:6]}_EVENTS"
     assert cli("stream", "add", name, "--subjects", f"{name.lower()}.>").exit_code == 0
     out = cli("audit")
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
-    assert any(re.match(r"^rule\s+severity\s+object\s+observed\s+what to do\s*$", line) for line in lines)
+    header = next(i for i, line in enumerate(lines)
+                  if re.match(r"^rule\s+severity\s+object\s+observed\s+why it matters\s+what to do\s*$", line))
     row = [i for i, line in enumerate(lines) if re.match(rf"^event-stream-mutable\s+warning\s+stream {name}\s", line)]
     assert len(row) == 1
-    # The observed numbers wrap inside their column, one per line, and so does the advice.
+    # The observed numbers wrap inside their column, one per line, and so do the reason and the advice.
     first, second = lines[row[0]], lines[row[0] + 1]
     assert "deny delete: no" in first and "deny purge: no" in second
-    assert f"stream_update {name} deny_delete=true deny_purge=true" in first + second
+    assert "append-only truth" in _cell(lines, header, row[0], "why it matters")
+    assert f"stream_update {name} deny_delete=true deny_purge=true" in _cell(lines, header, row[0], "what to do")
     assert not any(line.startswith("why") for line in lines)  # no key/value sections per finding
     summary = lines.index("Summary")
     assert re.match(r"^critical\s+\d+", lines[summary + 1]) and re.match(r"^warning\s+\d+", lines[summary + 2])
@@ -475,10 +487,11 @@ def test_mcp_text_of_findings_is_a_bounded_table() -> None:
     lines = text.splitlines()
     assert len(text) <= MAX_TEXT and max(len(line) for line in lines) <= 100
     header = next(i for i, line in enumerate(lines) if line.startswith("rule"))
-    assert re.match(r"^rule\s+severity\s+object\s+observed\s+what to do$", lines[header])
-    assert re.match(r"^sync-interval\s+critical\s+stream LEDGER\s+servers without sync\s.*\sSet jetstream",
+    assert re.match(r"^rule\s+severity\s+object\s+observed\s+why it matters\s+what to do$", lines[header])
+    assert re.match(r"^sync-interval\s+critical\s+stream LEDGER\s+servers without\s.*\sSet jetstream",
                     lines[header + 2])
+    assert _cell(lines, header, header + 2, "why it matters") == "Writes are fsynced every 2 minutes."
     end = next(i for i in range(header + 3, len(lines)) if lines[i].startswith("sync-interval"))
-    row = " ".join(lines[header + 2:end])
-    assert "n1, n2" in row and "sync interval: 2m" in row and "replicas: 3" in row
+    observed = _cell(lines[:end], header, header + 2, "observed")
+    assert "n1, n2" in observed and "sync interval: 2m" in observed and "replicas: 3" in observed
     assert re.search(r"… \d+ more rows", text)

@@ -251,7 +251,7 @@ def _wrapped_text(cols: list[str], cells: list[list[str]], width: int, budget: i
     """A table whose prose cells wrap inside their column; rows stop (and say so) once `budget` characters are used."""
     natural = [max([len(c)] + [len(x) for r in cells for x in r[i].split("\n")]) for i, c in enumerate(cols)]
     # Short columns keep their width; the prose columns share what is left, none wider than it needs.
-    flex = [i for i in range(len(cols)) if natural[i] > 40 or any("\n" in r[i] for r in cells)]
+    flex = [i for i in range(len(cols)) if natural[i] > 24 or any("\n" in r[i] for r in cells)]
     widths = [n if i not in flex else 0 for i, n in enumerate(natural)]
     room = max(12 * len(flex), width - 2 * (len(cols) - 1) - sum(widths))
     pending = sorted(flex, key=lambda i: natural[i])

@@ -35,7 +35,8 @@ class FindingModel(BaseModel):
     # For people, findings read as one table: these fields, under these headings ("why" is in the JSON
     # and in audit_rules' rationale).
     table_columns: ClassVar[dict[str, str]] = {"rule": "rule", "severity": "severity", "object": "object",
-                                               "observed": "observed", "do": "what to do"}
+                                               "observed": "observed", "why": "why it matters",
+                                               "do": "what to do"}
 
     rule: str
     severity: Severity
