@@ -31,12 +31,8 @@ from natsop.cli import build_cli
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    srv = EmbeddedServer(store_dir=tmp_path_factory.mktemp("nats-store"))
-    srv.start_sync()
-    try:
+    with EmbeddedServer(store_dir=tmp_path_factory.mktemp("nats-store")) as srv:
         yield srv
-    finally:
-        srv.stop_sync()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,7 +40,7 @@ class ClientFailed(AssertionError):
     """A client command that was expected to succeed failed."""
 
 
-class InteropClient:
+class InteropClient(ABC):
     """One independent client, run against the APP account of the session server.
 
     A subclass says how to start its program (`argv`) and sets what the client does differently.
@@ -64,18 +65,18 @@ class InteropClient:
         self.env = {**os.environ, "NATS_URL": server.url, "NATS_USER": server.app.user,
                     "NATS_PASSWORD": server.app.password}
 
+    @abstractmethod
     def argv(self, family: str) -> list[str]:
         """The command line that starts one `kv` or `obj` command; its arguments follow."""
-        raise NotImplementedError
 
+    @abstractmethod
     def kv_bucket_options(self, *, description: str, history: int, ttl_ms: int, max_bytes: int,
                           max_value_size: int) -> dict[str, Any]:
         """The options of `kv create-bucket` as this client's program spells them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def deleted_reply(self, chunks: int) -> Any:
         """What `obj delete` prints for an object of `chunks` chunks."""
-        raise NotImplementedError
 
     def as_printed(self, when: datetime) -> datetime:
         """`when` cut to the resolution of the times this client prints."""

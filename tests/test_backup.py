@@ -34,12 +34,8 @@ from tests.conftest import CliFn, cli_json, mcp_client
 @pytest.fixture(scope="module")
 def fresh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """A second server that starts empty: restores land here."""
-    srv = EmbeddedServer(store_dir=tmp_path_factory.mktemp("fresh-store"))
-    srv.start_sync()
-    try:
+    with EmbeddedServer(store_dir=tmp_path_factory.mktemp("fresh-store")) as srv:
         yield srv
-    finally:
-        srv.stop_sync()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

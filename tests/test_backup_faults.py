@@ -60,12 +60,8 @@ async def _backup(toolkit: Toolkit, server: EmbeddedServer, name: str, directory
 @pytest.fixture(scope="module")
 def freezable() -> Iterator[EmbeddedServer]:
     """A server of its own, since the test stops its process for a while."""
-    srv = EmbeddedServer()
-    srv.start_sync()
-    try:
+    with EmbeddedServer() as srv:
         yield srv
-    finally:
-        srv.stop_sync()
 
 
 async def test_a_snapshot_from_a_frozen_server_stalls_and_leaves_no_backup(

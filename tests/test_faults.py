@@ -298,12 +298,8 @@ DESTRUCTIVE = [op for op in operations() if op.destructive]
 
 @pytest.fixture(scope="module")
 def d_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    srv = EmbeddedServer(store_dir=tmp_path_factory.mktemp("destructive-store"))
-    srv.start_sync()
-    try:
+    with EmbeddedServer(store_dir=tmp_path_factory.mktemp("destructive-store")) as srv:
         yield srv
-    finally:
-        srv.stop_sync()
 
 
 @pytest.fixture(scope="module")

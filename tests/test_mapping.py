@@ -109,13 +109,9 @@ def _mappings_block(cases: list[tuple[str, str, str]]) -> str:
 
 @pytest.fixture(scope="module")
 def mapped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    srv = EmbeddedServer(store_dir=tmp_path_factory.mktemp("mapping-store"),
-                         app_account_config=_mappings_block([*CASES, RANDOM]))
-    srv.start_sync()
-    try:
+    with EmbeddedServer(store_dir=tmp_path_factory.mktemp("mapping-store"),
+                        app_account_config=_mappings_block([*CASES, RANDOM])) as srv:
         yield srv
-    finally:
-        srv.stop_sync()
 
 
 async def _deliveries(server: EmbeddedServer, subjects: list[str]) -> dict[str, list[str]]:

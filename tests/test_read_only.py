@@ -85,12 +85,8 @@ async def _spy(url: str, user: str, password: str) -> Spy:
 
 @pytest.fixture(scope="module")
 def ro_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    srv = EmbeddedServer(store_dir=tmp_path_factory.mktemp("ro-store"))
-    srv.start_sync()
-    try:
+    with EmbeddedServer(store_dir=tmp_path_factory.mktemp("ro-store")) as srv:
         yield srv
-    finally:
-        srv.stop_sync()
 
 
 @pytest.fixture(scope="module")

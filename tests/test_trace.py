@@ -23,13 +23,9 @@ from tests.natsserver import ConfiguredServer
 
 @pytest.fixture(scope="module")
 def traced_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    srv = EmbeddedServer(store_dir=tmp_path_factory.mktemp("trace-store"),
-                         app_account_config='mappings { "tmap.*": "tmapped.$1" }')
-    srv.start_sync()
-    try:
+    with EmbeddedServer(store_dir=tmp_path_factory.mktemp("trace-store"),
+                        app_account_config='mappings { "tmap.*": "tmapped.$1" }') as srv:
         yield srv
-    finally:
-        srv.stop_sync()
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
