@@ -28,6 +28,16 @@ def test_environment_variables(tmp_path: Path) -> None:
     assert s.default.servers == ("nats://a:4222", "nats://b:4222")
     assert s.default.user == "u" and s.default.password == "secret-pw"
     assert "secret-pw" not in repr(s) and "secret-pw" not in s.default.describe()
+    assert s.default.source == "environment"
+
+
+def test_errors_say_where_the_target_came_from(tmp_path: Path) -> None:
+    home = {"XDG_CONFIG_HOME": str(tmp_path)}
+    flag = load_settings(server="nats://a:4222", env=home)
+    assert flag is not None and flag.default.source == "command line"
+    assert "(command line)" in flag.default.describe()
+    both = load_settings(server="nats://a:4222", env={**home, "NATS_USER": "u"})
+    assert both is not None and both.default.source == "command line and environment"
 
 
 def test_selected_context_and_named_accounts(tmp_path: Path) -> None:

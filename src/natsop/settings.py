@@ -161,6 +161,10 @@ def _contexts(cdir: Path) -> dict[str, Target]:
     return out
 
 
+_ENV_KEYS = ("NATS_URL", "NATS_CREDS", "NATS_NKEY", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CERT",
+             "NATS_KEY", "NATS_CA")
+
+
 def load_settings(
     *,
     context: str | None = None,
@@ -203,7 +207,10 @@ def load_settings(
     if base is None and not any(overrides.values()):
         return None
     if base is None:
-        base = Target(name="default", servers=("nats://127.0.0.1:4222",), source="environment")
+        given = {"command line": any((server, creds, nkey, user, password, token, tls_cert, tls_key, tls_ca)),
+                 "environment": any(env.get(k) for k in _ENV_KEYS)}
+        source = " and ".join(where for where, used in given.items() if used)
+        base = Target(name="default", servers=("nats://127.0.0.1:4222",), source=source)
     changes: dict[str, object] = {k: v for k, v in overrides.items() if v}
     if "servers" in changes:
         changes["servers"] = _split_servers(str(changes["servers"]))
