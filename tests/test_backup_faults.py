@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,16 @@ from natsop.ops.backup import (
 )
 from natsop.registry import get
 from natsop.runner import run_operation
-from tests.backup_support import api, connect, fill, make_stream, proxied_toolkit, stream_state
+from tests.backup_support import (
+    ApiProxy,
+    Handler,
+    api,
+    connect,
+    fill,
+    make_stream,
+    proxied_toolkit,
+    stream_state,
+)
 
 # Small chunks and a one-chunk window: every chunk waits for its acknowledgement, so a transfer of a
 # few hundred KiB takes hundreds of round trips and can be interrupted in the middle.
@@ -194,28 +203,39 @@ async def test_memory_streams_are_skipped_with_a_reason_where_the_server_cannot_
 # Restore
 
 
+def _restore_passing(proxy: ApiProxy, passes: Callable[[bytes], bool]) -> Handler:
+    """A STREAM.RESTORE handler that lets through to the server only the uploaded messages `passes` accepts."""
+    async def handler(msg: Msg) -> None:
+        answer = await proxy.forward(msg)
+        real = json.loads(answer.data)["deliver_subject"]
+
+        async def upload(chunk: Msg) -> None:
+            if passes(chunk.data):
+                reply = await proxy.nc.request(real, chunk.data, timeout=10)
+                await proxy.nc.publish(chunk.reply, reply.data, headers=reply.headers)
+
+        inbox = proxy.nc.new_inbox()
+        await proxy.nc.subscribe(inbox, cb=upload)
+        await proxy.nc.publish(msg.reply, answer.data.replace(real.encode(), inbox.encode()))
+
+    return handler
+
+
 async def test_a_restore_whose_chunks_go_unanswered_stalls_and_leaves_no_stream(
         server: EmbeddedServer, toolkit: Toolkit, tmp_path: Path, uniq: str) -> None:
     await _backup(toolkit, server, uniq, "b")
     async with connect(server) as nc:
         await api(nc, f"STREAM.DELETE.{uniq}")
     async with proxied_toolkit(server, tmp_path, uniq) as (tk, proxy):
-        async def first_chunks_only(msg: Msg) -> None:
-            answer = await proxy.forward(msg)
-            real = json.loads(answer.data)["deliver_subject"]
-            passed: list[int] = []
+        passed: list[int] = []
 
-            async def upload(chunk: Msg) -> None:
-                if len(passed) < 2:  # the server takes these; then it hears nothing more
-                    passed.append(len(chunk.data))
-                    reply = await proxy.nc.request(real, chunk.data, timeout=10)
-                    await proxy.nc.publish(chunk.reply, reply.data, headers=reply.headers)
+        def first_chunks_only(chunk: bytes) -> bool:
+            if len(passed) < 2:  # the server takes these; then it hears nothing more
+                passed.append(len(chunk))
+                return True
+            return False
 
-            inbox = proxy.nc.new_inbox()
-            await proxy.nc.subscribe(inbox, cb=upload)
-            await proxy.nc.publish(msg.reply, answer.data.replace(real.encode(), inbox.encode()))
-
-        proxy.on["STREAM.RESTORE"] = first_chunks_only
+        proxy.on["STREAM.RESTORE"] = _restore_passing(proxy, first_chunks_only)
         started = time.monotonic()
         with pytest.raises(NatsopError) as stalled:
             await tk.call("stream_restore", directory="b", stall_timeout_s=1)
@@ -235,20 +255,8 @@ async def test_a_restore_without_a_final_answer_times_out_and_leaves_no_stream(
     async with connect(server) as nc:
         await api(nc, f"STREAM.DELETE.{uniq}")
     async with proxied_toolkit(server, tmp_path, uniq) as (tk, proxy):
-        async def all_but_the_end(msg: Msg) -> None:
-            answer = await proxy.forward(msg)
-            real = json.loads(answer.data)["deliver_subject"]
-
-            async def upload(chunk: Msg) -> None:
-                if chunk.data:  # every chunk arrives; the empty message that ends the upload does not
-                    reply = await proxy.nc.request(real, chunk.data, timeout=10)
-                    await proxy.nc.publish(chunk.reply, reply.data, headers=reply.headers)
-
-            inbox = proxy.nc.new_inbox()
-            await proxy.nc.subscribe(inbox, cb=upload)
-            await proxy.nc.publish(msg.reply, answer.data.replace(real.encode(), inbox.encode()))
-
-        proxy.on["STREAM.RESTORE"] = all_but_the_end
+        # Every chunk arrives; the empty message that ends the upload does not.
+        proxy.on["STREAM.RESTORE"] = _restore_passing(proxy, lambda chunk: bool(chunk))
         with pytest.raises(NatsopError) as timed_out:
             await tk.call("stream_restore", directory="b", timeout_s=1)
     err = timed_out.value
