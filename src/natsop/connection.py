@@ -151,8 +151,11 @@ class _Client(NATS):
     async def _process_headers(self, headers: Any) -> Any:
         # nats-py keeps one value per header name; keep them all where a name repeats.
         parsed = await super()._process_headers(headers)
-        if parsed and headers and bytes(headers).count(b"\r\n") - 2 > len(parsed):  # more lines than names
-            every = parse_header_block(bytes(headers))
+        if not parsed or not headers:
+            return parsed
+        raw = bytes(headers)
+        if raw.count(b"\r\n") - 2 > len(parsed):  # more lines than names
+            every = parse_header_block(raw)
             if every and any(len(values) > 1 for values in every.values()):
                 return MultiValueHeaders(parsed, every)
         return parsed
