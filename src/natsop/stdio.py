@@ -122,10 +122,8 @@ def _claimed_std_fds() -> Iterator[tuple[int, int]]:
         os.close(null)
     try:
         # The event loop's transports own (and close) these; `saved` keeps the wire for the restore.
-        wire = [os.dup(fd) for fd in saved]
-        for fd in wire:
-            os.set_inheritable(fd, False)
-        yield wire[0], wire[1]
+        # (os.dup's descriptors are not inherited by child processes.)
+        yield os.dup(saved[0]), os.dup(saved[1])
     finally:
         for std, fd, was_blocking in zip((0, 1), saved, blocking, strict=True):
             with contextlib.suppress(OSError):
