@@ -7,9 +7,11 @@ from typing import Any
 
 from pydantic import Field
 
+from natsop.jsapi import JsApi
 from natsop.registry import Params
 
-__all__ = ["PageParams", "duration_ns", "ns_to_s", "parse_time", "parse_version", "require_server", "server_version"]
+__all__ = ["PageParams", "duration_ns", "ns_to_s", "parse_time", "parse_version", "require_server", "server_version",
+           "subject_counts"]
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
@@ -20,6 +22,12 @@ class PageParams(Params):
 
     offset: int = Field(default=0, ge=0, le=10**12, description="Where to start (next_offset of the previous page)")
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE, description=f"At most this many (max {MAX_PAGE})")
+
+
+async def subject_counts(js: JsApi, stream: str, subjects_filter: str) -> dict[str, int]:
+    """Messages per subject matching `subjects_filter` (STREAM.INFO's first page of subject details)."""
+    info = await js.request(f"STREAM.INFO.{stream}", {"subjects_filter": subjects_filter}, context=f"stream {stream}")
+    return {str(k): int(v) for k, v in ((info.get("state") or {}).get("subjects") or {}).items()}
 
 
 def ns_to_s(ns: int | None) -> float | None:

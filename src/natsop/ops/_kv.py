@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, ServerError, Unavailable, from_nats
 from natsop.jsapi import JsApi, decode_response
-from natsop.ops._common import duration_ns, parse_time
+from natsop.ops._common import duration_ns, parse_time, subject_counts
 
 __all__ = [
     "HDR_EXPECTED_LAST_SUBJECT_SEQ",
@@ -283,9 +283,7 @@ async def publish(js: JsApi, subject: str, data: bytes, headers: dict[str, str] 
 
 async def subject_count(js: JsApi, stream: str, subject: str) -> int:
     """Messages stored on one subject (the revisions a key holds)."""
-    info = await js.request(f"STREAM.INFO.{stream}", {"subjects_filter": subject}, context=f"stream {stream}")
-    subjects = (info.get("state") or {}).get("subjects") or {}
-    return int(subjects.get(subject, 0))
+    return (await subject_counts(js, stream, subject)).get(subject, 0)
 
 
 class PullConsumer:

@@ -25,6 +25,7 @@ from natsop.ops._common import (
     parse_version,
     require_server,
     server_version,
+    subject_counts,
 )
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import StreamName, SubjectFilter
@@ -442,9 +443,7 @@ async def _per_subject_removal(js: JsApi, info: dict[str, Any], st: StreamState,
     reason = f"all but the newest {per_subject} on each subject"
     subjects = st.num_subjects or 0
     if 0 < subjects <= MAX_SUBJECTS_COUNTED:
-        name = (info.get("config") or {}).get("name")
-        detail = await js.request(f"STREAM.INFO.{name}", {"subjects_filter": ">"}, context=f"stream {name}")
-        counts = ((detail.get("state") or {}).get("subjects") or {}).values()
+        counts = (await subject_counts(js, str((info.get("config") or {}).get("name")), ">")).values()
         if len(counts) >= subjects:
             n = sum(max(0, int(c) - per_subject) for c in counts)
             return StreamRemoval(setting="max_msgs_per_subject", messages=n, precision="exact",
@@ -614,9 +613,7 @@ async def _purge_count(js: JsApi, info: dict[str, Any], params: StreamPurgeParam
     if params.subject and st.messages:
         matching = await count_from(js, info, subject=params.subject, seq=first)
         if matching is None:
-            detail = await js.request(f"STREAM.INFO.{params.stream}", {"subjects_filter": params.subject},
-                                      context=f"stream {params.stream}")
-            matching = sum(int(v) for v in ((detail.get("state") or {}).get("subjects") or {}).values())
+            matching = sum((await subject_counts(js, params.stream, params.subject)).values())
     would = matching or 0
     if params.seq is not None and would:
         if params.seq <= first:
