@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 
 import natsop.embedded as embedded
@@ -446,6 +447,20 @@ async def test_lock_held_without_a_server_is_a_clear_error(tmp_path: Path) -> No
 # --------------------------------------------------------------------------- cluster
 
 
+async def js_publish(js: Any, subject: str, data: bytes) -> Any:
+    """Publish to a stream, waiting out the moment after creation when its interest has not reached this server.
+
+    A cluster propagates the new stream's subscription over the routes; until it arrives,
+    the client's server answers "no responders" (nats-py: NoStreamResponseError).
+    """
+    for _ in range(50):
+        try:
+            return await js.publish(subject, data, timeout=5)
+        except nats.js.errors.NoStreamResponseError:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no stream answered on {subject} within 5 s")
+
+
 async def test_cluster_keeps_an_r3_stream_writable_when_a_node_dies() -> None:
     async with EmbeddedCluster(3) as cluster:
         assert [s.server_name for s in cluster.servers] == ["n1", "n2", "n3"]
@@ -459,7 +474,7 @@ async def test_cluster_keeps_an_r3_stream_writable_when_a_node_dies() -> None:
             assert info.cluster.leader in {"n1", "n2", "n3"}
             assert len(info.cluster.replicas) == 2
             assert {info.cluster.leader, *(r.name for r in info.cluster.replicas)} == {"n1", "n2", "n3"}
-            await js.publish("r3.a", b"1")
+            await js_publish(js, "r3.a", b"1")
 
             # A replica that is neither the stream leader nor this client's server.
             connected_port = port_of(str(nc.connected_url.geturl()))
@@ -467,12 +482,12 @@ async def test_cluster_keeps_an_r3_stream_writable_when_a_node_dies() -> None:
                           if s.server_name != info.cluster.leader and port_of(s.url) != connected_port)
             cluster.kill_node(victim)
             assert not cluster.servers[victim].is_running()
-            ack = await js.publish("r3.a", b"2", timeout=5)
+            ack = await js_publish(js, "r3.a", b"2")
             assert ack.seq == 2
 
             await cluster.restart_node(victim)
             assert cluster.servers[victim].is_running()
-            ack = await js.publish("r3.a", b"3", timeout=5)
+            ack = await js_publish(js, "r3.a", b"3")
             assert ack.seq == 3
             assert (await js.stream_info("R3")).state.messages == 3
 

@@ -226,3 +226,36 @@ async def test_publish_bounds_the_total_bytes_of_one_call(toolkit: Toolkit, uniq
     with pytest.raises(UserError) as err:
         await toolkit.call("publish", subject=f"{uniq}.bulk", payload="x" * 100_000, count=1000)
     assert err.value.code == "publish_too_large"
+
+
+async def test_stream_publish_waits_out_a_moment_without_responders(toolkit: Toolkit, uniq: str) -> None:
+    """Right after a stream is created or moves, its subject can lack interest on this server for a moment.
+
+    The publish helper sends again (nobody got the first one), as nats.go does; a subject
+    that stays without responders still fails, after the retries rather than the timeout.
+    """
+    import asyncio
+
+    import nats.errors
+
+    from natsop.jsapi import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT_S, stream_request
+
+    nc = await toolkit.context.nc()
+    loop = asyncio.get_running_loop()
+
+    async def respond(msg: Any) -> None:
+        await msg.respond(b'{"seq":1}')
+
+    async def answer_later() -> Any:
+        await asyncio.sleep(NO_RESPONDERS_WAIT_S * 0.6)
+        return await nc.subscribe(f"{uniq}.late", cb=respond)
+
+    late = asyncio.create_task(answer_later())
+    reply = await stream_request(nc, f"{uniq}.late", b"x", timeout=5)
+    assert reply.data == b'{"seq":1}'
+    await (await late).unsubscribe()
+
+    started = loop.time()
+    with pytest.raises(nats.errors.NoRespondersError):
+        await stream_request(nc, f"{uniq}.never", b"x", timeout=5)
+    assert loop.time() - started < NO_RESPONDERS_WAIT_S * (NO_RESPONDERS_RETRIES + 2)

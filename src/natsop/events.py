@@ -84,11 +84,11 @@ async def publish_event(nc: Any, subject: str, event: Event, *, timeout: float =
     as the matching NatsopError rather than an acknowledgement-shaped dict.
     """
     from natsop.errors import from_nats
-    from natsop.jsapi import decode_response
+    from natsop.jsapi import decode_response, stream_request
 
     context = f"publish event {event.type} to {subject}"
     try:
-        msg = await nc.request(subject, event.to_json(), timeout=timeout, headers=event_headers(event))
+        msg = await stream_request(nc, subject, event.to_json(), timeout=timeout, headers=event_headers(event))
     except Exception as exc:
         raise from_nats(exc, context=context) from None
     return decode_response(msg, context=context)

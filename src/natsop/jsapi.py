@@ -14,13 +14,21 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from natsop.connection import ensure_up, watch_lost
 from natsop.errors import NatsopError, ServerError, from_api_error, from_nats
 
-__all__ = ["JsApi", "TimedReply", "gather", "gather_timed"]
+__all__ = ["JsApi", "TimedReply", "gather", "gather_timed", "stream_request"]
+
+# A stream that has just been created, or whose leader has just moved, can be missing from
+# a server's interest for a moment: a publish then meets "no responders" although the stream
+# exists. Nobody received the message, so sending it again cannot store it twice; nats.go's
+# JetStream publish retries the same way (2 more attempts, 250 ms apart).
+NO_RESPONDERS_RETRIES = 2
+NO_RESPONDERS_WAIT_S = 0.25
 
 
 class JsApi:
@@ -62,6 +70,26 @@ class JsApi:
             offset += len(items)
             if not items or offset >= total:
                 return
+
+
+async def stream_request(nc: NATS, subject: str, payload: bytes, *, timeout: float,
+                         headers: dict[str, str] | None = None) -> Msg:
+    """Publish to a stream's subject and return its acknowledgement message.
+
+    Retries briefly on "no responders" (see NO_RESPONDERS_RETRIES), within `timeout`;
+    other failures, and the last "no responders", are raised as nats-py raised them.
+    """
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            return await nc.request(subject, payload, timeout=max(0.001, deadline - time.monotonic()),
+                                    headers=headers)
+        except nats_errors.NoRespondersError:
+            attempt += 1
+            if attempt > NO_RESPONDERS_RETRIES or time.monotonic() + NO_RESPONDERS_WAIT_S >= deadline:
+                raise
+            await asyncio.sleep(NO_RESPONDERS_WAIT_S)
 
 
 def decode_response(msg: Msg, *, context: str = "") -> dict[str, Any]:

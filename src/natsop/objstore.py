@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 from natsop.errors import Conflict, NatsopError, NotFound, ServerError, Unavailable, UserError, from_nats
-from natsop.jsapi import JsApi
+from natsop.jsapi import JsApi, stream_request
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -297,8 +297,8 @@ async def publish_meta(nc: NATS, bucket: str, doc: dict[str, Any]) -> int:
     subject = meta_subject(bucket, str(doc["name"]))
     what = f"store metadata of {doc['name']!r} in bucket {bucket}"
     try:
-        reply = await nc.request(subject, json.dumps(doc, separators=(",", ":")).encode(),
-                                 timeout=REPLY_TIMEOUT_S, headers={"Nats-Rollup": "sub"})
+        reply = await stream_request(nc, subject, json.dumps(doc, separators=(",", ":")).encode(),
+                                     timeout=REPLY_TIMEOUT_S, headers={"Nats-Rollup": "sub"})
     except Exception as exc:
         err = from_nats(exc, context=what)
         raise (_no_stream(bucket) if err.code == "no_responders" else err) from None

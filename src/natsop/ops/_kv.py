@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, ServerError, Unavailable, from_nats
-from natsop.jsapi import JsApi, decode_response
+from natsop.jsapi import JsApi, decode_response, stream_request
 from natsop.ops._common import duration_ns, parse_time, subject_counts
 
 __all__ = [
@@ -274,7 +274,7 @@ def is_wrong_last_sequence(err: NatsopError) -> bool:
 async def publish(js: JsApi, subject: str, data: bytes, headers: dict[str, str] | None, *, context: str) -> int:
     """Publish to the bucket's stream and return the stored sequence (the new revision)."""
     try:
-        msg = await js.nc.request(subject, data, timeout=js.timeout, headers=headers or None)
+        msg = await stream_request(js.nc, subject, data, timeout=js.timeout, headers=headers or None)
     except Exception as exc:
         raise from_nats(exc, context=context) from None
     ack = decode_response(msg, context=context)

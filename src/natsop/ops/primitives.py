@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, Unsupported, UserError, from_api_error, from_nats
+from natsop.jsapi import stream_request
 from natsop.models import decode_input
 from natsop.ops._common import require_server
 from natsop.registry import Impact, Params, Result, operation
@@ -81,7 +82,7 @@ async def stream_publish(nc: Any, subject: str, body: bytes, *, headers: dict[st
                          context: str, no_stream_hint: str) -> dict[str, Any]:
     """Publish to a stream and return its acknowledgement; errors say what the stream needs."""
     try:
-        reply = await nc.request(subject, body, timeout=timeout, headers=headers)
+        reply = await stream_request(nc, subject, body, timeout=timeout, headers=headers)
     except Exception as exc:
         err = from_nats(exc, context=context)
         if err.code == "no_responders":
@@ -125,7 +126,7 @@ async def publish_batch(ctx: Context, params: PublishBatchParams) -> PublishBatc
             if i == 1 or i == n:
                 # The first message must be a request (the server answers errors at once); the commit
                 # returns the acknowledgement for the whole batch.
-                reply = await nc.request(m.subject, body, timeout=params.timeout_s, headers=headers)
+                reply = await stream_request(nc, m.subject, body, timeout=params.timeout_s, headers=headers)
                 ack = _ack(reply, context)
             else:
                 await nc.publish(m.subject, body, headers=headers)

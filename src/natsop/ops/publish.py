@@ -9,7 +9,7 @@ from pydantic import Field
 
 from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, UserError, from_nats
-from natsop.jsapi import JsApi, decode_response
+from natsop.jsapi import JsApi, decode_response, stream_request
 from natsop.models import decode_input
 from natsop.ops._common import require_server
 from natsop.registry import Impact, Params, Result, operation
@@ -190,7 +190,7 @@ async def publish(ctx: Context, params: PublishParams) -> PublishResult:
             await nc.flush(timeout=max(1, int(params.timeout_s)))
             return result
         for _ in range(params.count):
-            msg = await nc.request(params.subject, data, timeout=params.timeout_s, headers=wire)
+            msg = await stream_request(nc, params.subject, data, timeout=params.timeout_s, headers=wire)
             try:
                 ack = _ack(decode_response(msg, context=f"publish to {params.subject}"), params)
             except Conflict as err:
