@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 
 from natsop import EmbeddedServer, Toolkit
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError
+from natsop.ops import kv as kv_ops
 from natsop.ops.kv import (
     KvAddResult,
     KvCompactResult,
@@ -484,6 +485,29 @@ async def test_compact_dry_run_then_confirm(toolkit: Toolkit, uniq: str) -> None
     listed = await toolkit.call("kv_ls", bucket=uniq)
     assert isinstance(listed, KvLsResult) and listed.keys == ["live"] and listed.total == 1
     assert (await _get(toolkit, uniq, "live")).value.data == "l2"
+
+
+@pytest.mark.parametrize("older_than_s", [1800, 0], ids=["keep-marker", "drop-marker"])
+async def test_compact_spares_a_value_put_after_the_listing(
+        toolkit: Toolkit, uniq: str, monkeypatch: pytest.MonkeyPatch, older_than_s: float) -> None:
+    await toolkit.call("kv_add", bucket=uniq, history=10)
+    await _put(toolkit, uniq, "k", "old")
+    await toolkit.call("kv_del", bucket=uniq, key="k")
+
+    listed = kv_ops._deleted_keys
+
+    async def list_then_race(*args: Any) -> Any:
+        markers = await listed(*args)
+        await _put(toolkit, uniq, "k", "new")  # lands between the listing and the purge
+        return markers
+
+    monkeypatch.setattr(kv_ops, "_deleted_keys", list_then_race)
+    done = await toolkit.call("kv_compact", bucket=uniq, delete_markers_older_than_s=older_than_s, confirm=uniq)
+    assert isinstance(done, KvCompactResult) and done.done
+    assert (await _get(toolkit, uniq, "k")).value.data == "new"
+    hist = await toolkit.call("kv_history", bucket=uniq, key="k")
+    assert isinstance(hist, KvHistoryResult)
+    assert [e.operation for e in hist.entries] == (["DEL", "PUT"] if older_than_s else ["PUT"])
 
 
 # ------------------------------------------------------------------------------------------- per-key TTL

@@ -898,9 +898,10 @@ async def kv_compact(ctx: Context, params: KvCompactParams) -> KvCompactResult:
             item.removed = max(item.entries - (1 if item.keep_marker else 0), 0)
 
     async def purge(item: KvCompactItem) -> None:
-        body: dict[str, Any] = {"filter": b.subject(item.key)}
-        if item.keep_marker:
-            body["keep"] = 1
+        # Bounded by the marker's sequence ("up to but not including seq"), so a value put on
+        # the key after the listing survives; the marker itself goes only when old enough.
+        seq = item.marker_revision if item.keep_marker else item.marker_revision + 1
+        body: dict[str, Any] = {"filter": b.subject(item.key), "seq": seq}
         async with gate:
             resp = await js.request(f"STREAM.PURGE.{b.stream}", body, context=f"compact key {item.key!r}")
         item.removed = int(resp.get("purged") or 0)
