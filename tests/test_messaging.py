@@ -204,6 +204,16 @@ async def test_schedule_delivers_at_the_time(toolkit: Toolkit, uniq: str) -> Non
     assert any(s.subject == f"{uniq}.out.reminder" for s in subjects.subjects)
 
 
+async def test_schedule_refused_on_a_stream_without_schedules(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"])
+    with pytest.raises(Unsupported) as refused:
+        await toolkit.call("schedule_add", subject=f"{uniq}.sched.x", target=f"{uniq}.out.x",
+                           at=(datetime.now(UTC) + timedelta(hours=1)).isoformat(), payload="x")
+    assert refused.value.code == "message_schedules_disabled"
+    assert refused.value.details["err_code"] == 10188
+    assert refused.value.hint and "allow_msg_schedules" in refused.value.hint
+
+
 # --- stream_search -------------------------------------------------------------------------------
 
 async def test_stream_search(toolkit: Toolkit, server: EmbeddedServer, uniq: str) -> None:

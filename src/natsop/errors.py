@@ -148,7 +148,7 @@ _API_ERRORS: dict[int, tuple[type[NatsopError], str, str | None]] = {
     10179: (UserError, "batch_id_invalid", "A batch id has at most 64 characters."),
     10199: (UserError, "batch_too_large", "A batch holds at most the server's limit (1000 messages by default)."),
     10168: (Unsupported, "message_counter_disabled", "Create the stream with allow_msg_counter."),
-    10200: (Unsupported, "message_schedules_disabled", "Enable allow_msg_schedules on the stream."),
+    10188: (Unsupported, "message_schedules_disabled", "Enable allow_msg_schedules on the stream."),
 }
 
 _SECRET_PATTERNS = [
