@@ -193,6 +193,10 @@ async def test_kv_and_message_rules(lax: EmbeddedServer) -> None:
             await js.publish("raw.x", b"x" * 100)
             await js.publish("raw_ok.x", b"x" * 100)
         raw_bytes = (await js_request(nc, "STREAM.INFO.RAW"))["state"]["bytes"]
+        # A projection that says which stream it is built from.
+        projection = await js.create_key_value(bucket="projected", description="rebuilt from IDS7",
+                                               max_bytes=1024 * 1024)
+        await projection.put("k", b"v")
     finally:
         await nc.close()
     found = await findings(lax, thresholds={"stream-unbounded.warn_bytes": 100, "no-compression.min_bytes": 100,
@@ -209,6 +213,7 @@ async def test_kv_and_message_rules(lax: EmbeddedServer) -> None:
     assert not about(found, "kv-large-values", "bucket unguarded")
     assert about(found, "kv-only-copy", "bucket unguarded")[0].observed == {"sources": 0, "mirror": False}
     assert not about(found, "kv-only-copy", "bucket replica")
+    assert not about(found, "kv-only-copy", "bucket projected")
     v4 = about(found, "msg-id-uuid4", "stream IDS4")
     assert v4 and v4[0].observed["uuid_v4"] == 10
     assert not about(found, "msg-id-uuid4", "stream IDS7")
@@ -233,6 +238,39 @@ async def test_sync_interval_rule(lax: EmbeddedServer, strict: EmbeddedServer) -
     assert ledger[0].observed["sync_interval_ns"] == 120 * NS
     assert about(found, "sync-interval", "stream SCRATCH")[0].severity == "warning"
     assert not [f for f in await findings(strict) if f.rule == "sync-interval"]
+
+
+async def test_sync_interval_rule_sees_async_persistence_and_accepted_risks(lax: EmbeddedServer,
+                                                                           strict: EmbeddedServer) -> None:
+    nc = await connect(strict)
+    try:
+        # persist_mode async acks before storing: sync_interval always on the server does not help.
+        await add_stream(nc, "LEDGER_ASYNC", description="money", metadata={"critical": "true"},
+                         persist_mode="async")
+        await add_stream(nc, "SCRATCH_ASYNC", description="r1, async", persist_mode="async")
+        await add_stream(nc, "SCRATCH_ASYNC_OK", description="r1, async",
+                         metadata={"sync_risk": "rebuilt from upstream in minutes"}, persist_mode="async")
+    finally:
+        await nc.close()
+    found = await findings(strict)
+    assert about(found, "sync-interval", "stream LEDGER_ASYNC")[0].severity == "critical"
+    scratch = about(found, "sync-interval", "stream SCRATCH_ASYNC")
+    assert scratch and scratch[0].severity == "warning"
+    assert scratch[0].observed == {"persist_mode": "async", "replicas": 1}
+    assert "sync_risk=" in scratch[0].do
+    assert not about(found, "sync-interval", "stream SCRATCH_ASYNC_OK")
+
+    nc = await connect(lax)
+    try:
+        # An R1 bucket is an R1 stream: on a lax server it is at risk too, unless the risk is recorded.
+        js = nc.jetstream()
+        await js.create_key_value(bucket="settings_r1", max_bytes=1024 * 1024)
+        await add_stream(nc, "SCRATCH_ACCEPTED", description="r1", metadata={"sync_risk": "cache only"})
+    finally:
+        await nc.close()
+    found = await findings(lax)
+    assert about(found, "sync-interval", "stream KV_settings_r1")[0].severity == "warning"
+    assert not about(found, "sync-interval", "stream SCRATCH_ACCEPTED")
 
 
 async def test_without_system_account_the_audit_says_what_it_skipped(lax: EmbeddedServer) -> None:
@@ -433,12 +471,50 @@ async def test_unknown_thresholds_are_refused_with_the_valid_names(lax: Embedded
 
 def test_many_consumers_critical_above_100k() -> None:
     observed = Observed(now=datetime.now(UTC), streams=[
-        {"config": {"name": name}, "state": {"consumer_count": n}}
-        for name, n in (("HUGE", 100_001), ("BIG", 100_000), ("NEAR", 950), ("FINE", 10))])
+        {"config": {"name": name, "max_consumers": limit}, "state": {"consumer_count": n}}
+        for name, n, limit in (("HUGE", 100_001, -1), ("BIG", 100_000, -1), ("NEAR", 950, -1), ("FINE", 10, -1),
+                               # A limit set on purpose: judged against that limit, not the default's.
+                               ("RAISED", 950, 5000), ("TIGHT", 95, 100))])
     found = {f.object: (f.severity, f.observed) for f in run_rules(observed) if f.rule == "stream-many-consumers"}
     assert found == {"stream HUGE": ("critical", {"consumers": 100_001}),
                      "stream BIG": ("warning", {"consumers": 100_000}),
-                     "stream NEAR": ("warning", {"consumers": 950})}
+                     "stream NEAR": ("warning", {"consumers": 950}),
+                     "stream TIGHT": ("warning", {"consumers": 95, "max_consumers": 100})}
+
+
+def test_event_streams_are_recognised_by_whole_words() -> None:
+    def stream(name: str, subject: str) -> dict[str, Any]:
+        return {"config": {"name": name, "subjects": [subject]}, "state": {}}
+
+    observed = Observed(now=datetime.now(UTC), streams=[
+        stream("PREVENTION", "prevention.>"), stream("ADVENTURES", "adventures.>"),
+        stream("OrderEvents", "shop.>"), stream("SHOP", "shop.event.>"), stream("LOG", "log.events")])
+    found = sorted(f.object for f in run_rules(observed) if f.rule == "event-stream-mutable")
+    assert found == ["stream LOG", "stream OrderEvents", "stream SHOP"]
+
+
+async def test_ordered_consumers_and_watchers_are_not_flagged(lax: EmbeddedServer) -> None:
+    nc = await connect(lax)
+    try:
+        js = nc.jetstream()
+        await add_stream(nc, "FEED", description="read by ordered consumers", max_bytes=10**6)
+        await js.publish("feed.x", b"1")
+        kv = await js.create_key_value(bucket="watched", max_bytes=10**6)
+        await kv.put("k", b"v")
+        watcher = await kv.watchall()
+        ordered = await js.subscribe("feed.x", ordered_consumer=True)
+        await ordered.next_msg(timeout=5)
+        # The twin: an ephemeral consumer without acks on file storage is a mistake, not a reader.
+        await add_consumer(nc, "FEED", None, ack_policy="none", inactive_threshold=3600 * NS)
+        found = await findings(lax, thresholds={"consumer-not-durable.age_s": 0})
+        await watcher.stop()
+        await ordered.unsubscribe()
+    finally:
+        await nc.close()
+    flagged = sorted((f.rule, f.object.split("/")[0]) for f in found
+                     if f.rule in ("consumer-ack-none", "consumer-not-durable")
+                     and f.object.startswith(("consumer FEED/", "consumer KV_watched/")))
+    assert flagged == [("consumer-ack-none", "consumer FEED"), ("consumer-not-durable", "consumer FEED")]
 
 
 def _cell(lines: list[str], header: int, row: int, title: str) -> str:

@@ -26,6 +26,7 @@ __all__ = ["RULES", "Finding", "Observed", "Rule", "run_rules", "threshold_names
 Severity = Literal["critical", "warning", "info"]
 
 NS = 1_000_000_000
+DEFAULT_MAX_CONSUMERS = 1000  # nats-server 2.15's limit per stream when max_consumers is not set
 GIB = 1024**3
 MIB = 1024**2
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.I)
@@ -34,7 +35,7 @@ _ID_TOKEN = re.compile(
     r"[a-z]+\d+|\d+[a-z]+)$",
     re.I,
 )
-_EVENT_WORD = re.compile(r"event", re.I)
+_WORD_SPLIT = re.compile(r"[._\-\s]+|(?<=[a-z])(?=[A-Z])")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,15 @@ def _is_obj(s: dict[str, Any]) -> bool:
 
 def _plain(s: dict[str, Any]) -> bool:
     return not (_is_kv(s) or _is_obj(s))
+
+
+def _words(text: str) -> set[str]:
+    """The lower-case words of a name or subject: ORDER_EVENTS, orders.events.> and OrderEvents all hold 'events'."""
+    return {w.lower() for w in _WORD_SPLIT.split(text) if w}
+
+
+def _eventish_name(text: str) -> bool:
+    return bool(_words(text) & {"event", "events"})
 
 
 def _user_metadata(cfg: dict[str, Any]) -> dict[str, str]:
@@ -173,7 +183,7 @@ def _event_stream_mutable(o: Observed, t: dict[str, float]) -> Iterator[Finding]
         if not _plain(s):
             continue
         meta = {k.lower(): str(v).lower() for k, v in _user_metadata(cfg).items()}
-        eventish = (bool(_EVENT_WORD.search(_name(s))) or any(_EVENT_WORD.search(x) for x in cfg.get("subjects") or [])
+        eventish = (_eventish_name(_name(s)) or any(_eventish_name(str(x)) for x in cfg.get("subjects") or [])
                     or meta.get("kind") in ("events", "event") or meta.get("event_sourced") in ("true", "yes", "1"))
         if eventish and not (cfg.get("deny_delete") and cfg.get("deny_purge")):
             yield Finding("event-stream-mutable", "warning", f"stream {_name(s)}",
@@ -193,9 +203,21 @@ def _cname(stream: str, c: dict[str, Any]) -> str:
     return f"consumer {stream}/{c.get('name') or (c.get('config') or {}).get('name')}"
 
 
+def _transient_reader(cfg: dict[str, Any]) -> bool:
+    """A reader that is ephemeral and unacknowledged by design, not by mistake.
+
+    Ordered consumers (nats.go, nats-py), KV and Object Store watchers, and natsop's own
+    readers keep their state in memory on one replica, with no durable name and no acks:
+    the client recreates them from its last sequence when they go away.
+    """
+    return (not cfg.get("durable_name") and cfg.get("ack_policy") == "none" and bool(cfg.get("mem_storage"))
+            and int(cfg.get("num_replicas") or 1) <= 1)
+
+
 def _ack_none(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
     for stream, c in _consumers(o):
-        if (c.get("config") or {}).get("ack_policy") == "none":
+        cfg = c.get("config") or {}
+        if cfg.get("ack_policy") == "none" and not _transient_reader(cfg):
             yield Finding("consumer-ack-none", "warning", _cname(stream, c), {"ack_policy": "none"},
                           "With AckNone a message counts as processed when it is sent: a crash loses it.",
                           "Use ack_policy explicit and acknowledge after processing.")
@@ -205,7 +227,7 @@ def _ephemeral_long_lived(o: Observed, t: dict[str, float]) -> Iterator[Finding]
     for stream, c in _consumers(o):
         cfg = c.get("config") or {}
         created = parse_time(c.get("created"))
-        if cfg.get("durable_name") or created is None:
+        if cfg.get("durable_name") or created is None or _transient_reader(cfg):
             continue
         age = (o.now - created).total_seconds()
         if age >= t["age_s"]:
@@ -240,10 +262,18 @@ def _many_filters(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
 def _many_consumers(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
     for s in o.streams:
         n = int(_state(s).get("consumer_count") or 0)
+        limit = int(_cfg(s).get("max_consumers") or -1)
         if n > t["critical"]:
             yield Finding("stream-many-consumers", "critical", f"stream {_name(s)}", {"consumers": n},
                           "Each consumer carries metadata and state; beyond 100,000 the stream's overhead "
                           "dominates.", "Redesign: fewer consumers with broader filters.")
+        elif limit > 0:
+            # A limit set on purpose: warn only as the stream nears it (at the same fraction as the default's).
+            if n >= limit * t["near_default_limit"] / DEFAULT_MAX_CONSUMERS:
+                yield Finding("stream-many-consumers", "warning", f"stream {_name(s)}",
+                              {"consumers": n, "max_consumers": limit},
+                              "The stream is near its max_consumers: creating more consumers will fail.",
+                              "Reduce the consumers, or raise max_consumers (and say why).")
         elif n >= t["near_default_limit"]:
             yield Finding("stream-many-consumers", "warning", f"stream {_name(s)}", {"consumers": n},
                           "nats-server 2.15 limits a stream to 1,000 consumers by default; this stream is near it.",
@@ -356,20 +386,35 @@ def _sync_always(sv: dict[str, Any]) -> bool:
     return bool(((sv.get("jetstream") or {}).get("config") or {}).get("sync_always"))
 
 
+SYNC_RISK_KEY = "sync_risk"  # stream metadata that records an accepted durability risk, and why
+
+
 def _sync_interval(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
-    if not o.servers:
-        return
     why = ("JetStream fsyncs every sync_interval (2 minutes by default), not before the ack: an OS crash or "
            "power loss can lose acknowledged writes (Jepsen, NATS 2.12.1).")
+    accept = (f"accept the risk knowingly by recording the reason in the stream's metadata "
+              f"({SYNC_RISK_KEY}=<reason>; not for streams marked critical)")
     do = ("Set jetstream { sync_interval: always } on the servers holding it, or place it on servers tagged "
-          "sync:always; otherwise accept the risk knowingly and record it in the stream's metadata.")
+          f"sync:always; otherwise {accept}.")
     for s in o.streams:
         cfg = _cfg(s)
         if cfg.get("storage", "file") != "file":
             continue
         critical = _is_critical(cfg)
-        r1 = int(cfg.get("num_replicas") or 1) == 1 and _plain(s) and not _user_metadata(cfg).get("sync_risk")
+        # KV and Object Store buckets are streams too, and an R1 bucket is often the only copy of its data.
+        r1 = int(cfg.get("num_replicas") or 1) == 1 and not _user_metadata(cfg).get(SYNC_RISK_KEY)
         if not (critical or r1):
+            continue
+        if cfg.get("persist_mode") == "async":
+            # Seen in the stream's own configuration: no system account needed.
+            yield Finding("sync-interval", "critical" if critical else "warning", f"stream {_name(s)}",
+                          {"persist_mode": "async", "replicas": int(cfg.get("num_replicas") or 1)},
+                          "persist_mode async acknowledges a write before it is stored, whatever the servers' "
+                          "sync_interval: a crash of the process loses acknowledged writes (ADR-56).",
+                          "persist_mode cannot be changed: recreate the stream without it (copy the data with "
+                          f"a sourcing stream, or back up and restore with an edited config), or {accept}.")
+            continue
+        if not o.servers:
             continue
         lax = [sv for sv in _holders(s, o.servers) if not _sync_always(sv)]
         if not lax:
@@ -427,14 +472,24 @@ def _kv_large_values(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
                           "Split values into granular keys; put blobs in the Object Store and store a reference.")
 
 
+def _names_a_stream(cfg: dict[str, Any], streams: set[str]) -> bool:
+    """Whether the description or metadata names a stream of the account (e.g. 'rebuilt from EVENTS')."""
+    texts = [str(cfg.get("description") or ""), *(str(v) for v in _user_metadata(cfg).values())]
+    return any(word in streams for text in texts for word in re.split(r"[^\w-]+", text) if word)
+
+
 def _kv_only_copy(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
+    plain = {_name(s) for s in o.streams if _plain(s)}
     for s in o.streams:
         cfg = _cfg(s)
-        if _is_kv(s) and not cfg.get("sources") and not cfg.get("mirror") and int(_state(s).get("messages") or 0):
+        if not _is_kv(s) or cfg.get("sources") or cfg.get("mirror") or _names_a_stream(cfg, plain):
+            continue
+        if int(_state(s).get("messages") or 0):
             yield Finding("kv-only-copy", "info", f"bucket {_name(s)[3:]}", {"sources": 0, "mirror": False},
                           "KV is a projection: if this bucket is the only copy of its data, losing it cannot be "
                           "repaired by replaying a stream.",
-                          "Keep the events in a stream and build the bucket from them with a consumer.")
+                          "Keep the events in a stream and build the bucket from them with a consumer; name "
+                          "that stream in the bucket's description or metadata (e.g. 'rebuilt from EVENTS').")
 
 
 def _uuid4_ids(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
@@ -556,9 +611,11 @@ RULES: tuple[Rule, ...] = (
     Rule("event-stream-mutable", "warning", "Event stream allows delete or purge",
          "Streams are append-only truth: deny_delete and deny_purge for event streams.", {}, _event_stream_mutable),
     Rule("consumer-ack-none", "warning", "Consumer with AckNone",
-         "AckExplicit, always, for data that matters.", {}, _ack_none),
+         "AckExplicit, always, for data that matters (ordered consumers and watchers are exempt: "
+         "unacknowledged by design).", {}, _ack_none),
     Rule("consumer-not-durable", "info", "Long-lived consumer that is not durable",
-         "Consumers are durable by default.", {"age_s": 3600}, _ephemeral_long_lived),
+         "Consumers are durable by default (ordered consumers and watchers are exempt).", {"age_s": 3600},
+         _ephemeral_long_lived),
     Rule("consumer-churn", "warning", "Consumers created in a burst",
          "Long-lived consumers; burst create/destroy causes Raft instability.",
          {"min_created": 20, "window_s": 600}, _churn),
@@ -570,7 +627,9 @@ RULES: tuple[Rule, ...] = (
     Rule("undocumented-defaults", "info", "Defaults changed without a recorded reason",
          "Defaults are sacred; document why when you change one.", {}, _undocumented_defaults),
     Rule("sync-interval", "critical", "Durability depends on sync_interval",
-         "Jepsen: writes are fsynced every 2 minutes by default; set sync_interval: always for critical data.",
+         "Jepsen: writes are fsynced every 2 minutes by default; set sync_interval: always for critical data "
+         "(metadata critical=true) and R1 streams, and never persist_mode async for them. An R1 stream whose "
+         f"risk is accepted says so in its metadata: {SYNC_RISK_KEY}=<reason>.",
          {}, _sync_interval),
     Rule("server-version", "critical", "Server version with known data-loss bugs",
          "2.10.23 fixed stream loss after crashes; 2.12.3 fixed peer-removal bugs.", {}, _server_version),
@@ -580,7 +639,8 @@ RULES: tuple[Rule, ...] = (
          "Massive KV values: split into granular keys.",
          {"max_value_bytes": MIB, "avg_value_bytes": 256 * 1024}, _kv_large_values),
     Rule("kv-only-copy", "info", "KV bucket that may be the only copy of its data",
-         "KV is a projection; the stream is truth.", {}, _kv_only_copy),
+         "KV is a projection; the stream is truth. A bucket that sources or mirrors a stream, or whose "
+         "description or metadata names a stream of the account, is taken as a projection.", {}, _kv_only_copy),
     Rule("msg-id-uuid4", "warning", "Random UUIDv4 message ids",
          "Use UUIDv7: time-sortable, chronologically ordered.", {"min_fraction": 0.5}, _uuid4_ids),
     Rule("r1-on-cluster", "warning", "R1 stream on a cluster",
