@@ -15,6 +15,7 @@ import pytest
 from natsop import EmbeddedServer, Toolkit
 from natsop.errors import Conflict, NatsopError, NotFound, Unavailable, Unsupported
 from natsop.events import new_event, publish_event, uuid7
+from natsop.models import MAX_PAYLOAD_BYTES
 from tests.conftest import CliFn, cli_json, mcp_client
 from tests.harness import await_interest
 
@@ -239,6 +240,43 @@ async def test_stream_search(toolkit: Toolkit, server: EmbeddedServer, uniq: str
     assert budget.stopped_by == "max_scan" and budget.scanned == 50 and budget.truncated
     rest: Any = await toolkit.call("stream_search", stream=uniq, contains="paid", start_seq=budget.next_seq, limit=100)
     assert len(budget.matches) + len(rest.matches) == 30
+
+
+async def test_stream_search_json_values_are_type_strict(toolkit: Toolkit, uniq: str) -> None:
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"], allow_direct=True)
+    values = [True, 1, 1.0, False, 0, None, "1", [1, True], [1, 1], {"a": 1}, {"a": True}]
+    for i, value in enumerate(values):
+        await toolkit.call("publish", subject=f"{uniq}.{i}", payload=json.dumps({"v": value}))
+
+    async def found(value: Any) -> list[int]:
+        result: Any = await toolkit.call("stream_search", stream=uniq, json_field="v", json_value=value, limit=50)
+        return [m.seq - 1 for m in result.matches]
+
+    assert await found(True) == [0]
+    assert await found(1) == [1, 2]  # 1 and 1.0 are the same JSON number
+    assert await found(False) == [3]
+    assert await found(0) == [4]
+    assert await found([1, True]) == [7]
+    assert await found({"a": 1}) == [9]
+
+
+async def test_stream_search_says_when_a_payload_was_searched_only_in_part() -> None:
+    needle = b"NEEDLE"
+    async with EmbeddedServer(extra_config="max_payload: 2MB") as srv, Toolkit.for_server(srv) as tk:
+        await tk.call("stream_add", stream="BIG", subjects=["big.>"])
+        nc = await raw(srv)
+        try:
+            js = nc.jetstream()
+            await js.publish("big.head", needle + b"x" * (MAX_PAYLOAD_BYTES + 100))
+            await js.publish("big.tail", b"x" * (MAX_PAYLOAD_BYTES + 100) + needle)
+            await js.publish("big.small", b"small " + needle)
+        finally:
+            await nc.close()
+        result: Any = await tk.call("stream_search", stream="BIG", contains="NEEDLE", max_payload_bytes=16)
+        assert [m.subject for m in result.matches] == ["big.head", "big.small"]
+        head = result.matches[0].payload
+        assert head.size == len(needle) + MAX_PAYLOAD_BYTES + 100 and head.truncated
+        assert result.partly_searched == 2 and result.scanned == 3
 
 
 # --- the faces ------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class StreamSearchResult(Result):
     next_seq: int = Field(description="Pass as start_seq to continue the search")
     stopped_by: Literal["end", "limit", "max_scan", "time_budget"]
     truncated: bool = Field(description="True when the stream was not searched to its end")
+    partly_searched: int = Field(default=0, description="Messages larger than 1 MiB: only their first 1 MiB "
+                                                        "was searched, so a match beyond it is missed")
 
 
 def _json_lookup(doc: Any, path: str) -> Any:
@@ -67,6 +69,19 @@ def _json_lookup(doc: Any, path: str) -> Any:
         else:
             return _MISSING
     return doc
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality without Python's `True == 1`: booleans and numbers are different types."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return type(a) is type(b) and bool(a == b)
 
 
 def _body(message: Message) -> bytes:
@@ -89,7 +104,7 @@ def _matches(params: StreamSearchParams, message: Message, body: bytes) -> bool:
         found = _json_lookup(doc, params.json_field)
         if found is _MISSING:
             return False
-        if "json_value" in params.model_fields_set and found != params.json_value:
+        if "json_value" in params.model_fields_set and not _json_equal(found, params.json_value):
             return False
     return True
 
@@ -108,6 +123,7 @@ async def stream_search(ctx: Context, params: StreamSearchParams) -> StreamSearc
     deadline = time.monotonic() + params.time_budget_s
     matches: list[Message] = []
     scanned = 0
+    partly = 0
     seq = params.start_seq
     start = seq or 0
     stopped: Literal["end", "limit", "max_scan", "time_budget"] = "end"
@@ -125,8 +141,13 @@ async def stream_search(ctx: Context, params: StreamSearchParams) -> StreamSearc
             scanned += 1
             seq = message.seq + 1
             body = _body(message)
+            cut = message.payload.truncated
+            partly += cut
             if _matches(params, message, body):
+                size = message.payload.size
                 message.payload = payload_of(body, params.max_payload_bytes)
+                message.payload.size = size
+                message.payload.truncated = message.payload.truncated or cut
                 matches.append(message)
                 if len(matches) >= params.limit:
                     stopped = "limit"
@@ -145,4 +166,5 @@ async def stream_search(ctx: Context, params: StreamSearchParams) -> StreamSearc
             break
     next_seq = seq if seq is not None else start
     return StreamSearchResult(stream=params.stream, matches=matches, scanned=scanned, scanned_from_seq=start,
-                              next_seq=next_seq, stopped_by=stopped, truncated=stopped != "end")
+                              next_seq=next_seq, stopped_by=stopped, truncated=stopped != "end",
+                              partly_searched=partly)
