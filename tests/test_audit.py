@@ -257,7 +257,7 @@ async def test_sync_interval_rule_sees_async_persistence_and_accepted_risks(lax:
     scratch = about(found, "sync-interval", "stream SCRATCH_ASYNC")
     assert scratch and scratch[0].severity == "warning"
     assert scratch[0].observed == {"persist_mode": "async", "replicas": 1}
-    assert "sync_risk=" in scratch[0].do
+    assert "sync_risk" in scratch[0].do
     assert not about(found, "sync-interval", "stream SCRATCH_ASYNC_OK")
 
     nc = await connect(lax)
@@ -269,7 +269,7 @@ async def test_sync_interval_rule_sees_async_persistence_and_accepted_risks(lax:
     finally:
         await nc.close()
     found = await findings(lax)
-    assert about(found, "sync-interval", "stream KV_settings_r1")[0].severity == "warning"
+    assert about(found, "sync-interval", "bucket settings_r1")[0].severity == "warning"
     assert not about(found, "sync-interval", "stream SCRATCH_ACCEPTED")
 
 
@@ -541,7 +541,8 @@ def test_findings_render_as_a_table(cli: CliFn) -> None:
     first, second = lines[row[0]], lines[row[0] + 1]
     assert "deny delete: no" in first and "deny purge: no" in second
     assert "append-only truth" in _cell(lines, header, row[0], "why it matters")
-    assert f"stream_update {name} deny_delete=true deny_purge=true" in _cell(lines, header, row[0], "what to do")
+    # People get the command to run, not the MCP call.
+    assert f"natsop stream edit {name} --deny-delete --deny-purge" in _cell(lines, header, row[0], "what to do")
     assert not any(line.startswith("why") for line in lines)  # no key/value sections per finding
     summary = lines.index("Summary")
     assert re.match(r"^critical\s+\d+", lines[summary + 1]) and re.match(r"^warning\s+\d+", lines[summary + 2])

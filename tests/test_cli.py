@@ -51,6 +51,22 @@ def test_natscli_short_nouns(cli: CliFn) -> None:
     assert cli("obj", "ls").exit_code == 0
 
 
+def test_natscli_aliases_of_nouns_and_verbs(cli: CliFn, uniq: str) -> None:
+    assert cli("stream", "add", uniq).exit_code == 0
+    assert cli("consumer", "add", uniq, "c1").exit_code == 0
+    info = cli_json(cli("--json", "stream", "info", uniq))["config"]
+    for noun in ("stream", "str", "st", "ms", "s"):
+        for verb in ("info", "nfo", "i"):
+            out = cli("--json", noun, verb, uniq)
+            assert out.exit_code == 0, (noun, verb, out.output)
+            assert cli_json(out)["config"] == info
+    names = [c["name"] for c in cli_json(cli("--json", "consumer", "ls", uniq))["consumers"]]
+    for noun in ("consumer", "con", "obs", "c"):
+        assert [c["name"] for c in cli_json(cli("--json", noun, "l", uniq))["consumers"]] == names == ["c1"]
+        assert cli_json(cli("--json", noun, "nfo", uniq, "c1"))["name"] == "c1"
+    assert cli("a", "nfo").exit_code == 0
+
+
 def test_table_and_json_output(cli: CliFn, uniq: str) -> None:
     made = cli("stream", "add", uniq, "--subjects", f"{uniq}.a", "--subjects", f"{uniq}.b",
                "--description", "made by a test")

@@ -95,6 +95,16 @@ def _plain(s: dict[str, Any]) -> bool:
     return not (_is_kv(s) or _is_obj(s))
 
 
+def _label(s: dict[str, Any]) -> str:
+    """How a finding names a stream: KV and Object Store buckets by their bucket names."""
+    name = _name(s)
+    if _is_kv(s):
+        return f"bucket {name[3:]}"
+    if _is_obj(s):
+        return f"object bucket {name[4:]}"
+    return f"stream {name}"
+
+
 def _words(text: str) -> set[str]:
     """The lower-case words of a name or subject: ORDER_EVENTS, orders.events.> and OrderEvents all hold 'events'."""
     return {w.lower() for w in _WORD_SPLIT.split(text) if w}
@@ -336,7 +346,7 @@ def _undocumented_defaults(o: Observed, t: dict[str, float]) -> Iterator[Finding
         changed = {k: cfg[k] for k, v in expected.items() if k in cfg and cfg[k] != v}
         if changed:
             yield Finding("undocumented-defaults", "info", f"stream {_name(s)}", {"changed": changed}, why,
-                          f"Say why in the description or metadata (stream_update {_name(s)} description=...), "
+                          f"Say why in the description or metadata (stream_update {_name(s)} description='<why>'), "
                           "or return to the default.")
     stream_cfgs = {_name(s): _cfg(s) for s in o.streams}
     for stream, c in _consumers(o):
@@ -392,8 +402,8 @@ SYNC_RISK_KEY = "sync_risk"  # stream metadata that records an accepted durabili
 def _sync_interval(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
     why = ("JetStream fsyncs every sync_interval (2 minutes by default), not before the ack: an OS crash or "
            "power loss can lose acknowledged writes (Jepsen, NATS 2.12.1).")
-    accept = (f"accept the risk knowingly by recording the reason in the stream's metadata "
-              f"({SYNC_RISK_KEY}=<reason>; not for streams marked critical)")
+    accept = (f"accept the risk knowingly: record why under {SYNC_RISK_KEY} in its metadata (a stream "
+              "marked critical cannot opt out)")
     do = ("Set jetstream { sync_interval: always } on the servers holding it, or place it on servers tagged "
           f"sync:always; otherwise {accept}.")
     for s in o.streams:
@@ -407,7 +417,7 @@ def _sync_interval(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
             continue
         if cfg.get("persist_mode") == "async":
             # Seen in the stream's own configuration: no system account needed.
-            yield Finding("sync-interval", "critical" if critical else "warning", f"stream {_name(s)}",
+            yield Finding("sync-interval", "critical" if critical else "warning", _label(s),
                           {"persist_mode": "async", "replicas": int(cfg.get("num_replicas") or 1)},
                           "persist_mode async acknowledges a write before it is stored, whatever the servers' "
                           "sync_interval: a crash of the process loses acknowledged writes (ADR-56).",
@@ -423,9 +433,9 @@ def _sync_interval(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
                     "sync_interval_ns": ((lax[0].get("jetstream") or {}).get("config") or {}).get("sync_interval"),
                     "replicas": int(cfg.get("num_replicas") or 1)}
         if critical:
-            yield Finding("sync-interval", "critical", f"stream {_name(s)}", observed, why, do)
+            yield Finding("sync-interval", "critical", _label(s), observed, why, do)
         else:
-            yield Finding("sync-interval", "warning", f"stream {_name(s)}", observed,
+            yield Finding("sync-interval", "warning", _label(s), observed,
                           why + " An R1 stream has no other copy to recover from.", do)
 
 
@@ -590,7 +600,8 @@ def _lag(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
         if pending >= t["messages"]:
             yield Finding("consumer-lag", "warning", _cname(stream, c), {"num_pending": pending},
                           "The consumer is far behind the stream; its projection or work is stale.",
-                          "Check the subscriber (investigate_consumer_lag prompt); scale it or fix its errors.")
+                          f"Check the subscriber (consumer_report {stream}; for an assistant, the "
+                          "investigate_consumer_lag prompt); scale it or fix its errors.")
 
 
 def _paused(o: Observed, t: dict[str, float]) -> Iterator[Finding]:

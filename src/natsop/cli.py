@@ -55,8 +55,11 @@ NOUN_HELP = {
     "stream": "Streams: list, inspect, read, search, create, change, purge, back up.",
 }
 # natscli's short nouns.
-NOUN_ALIASES = {"str": "stream", "con": "consumer", "obs": "consumer", "obj": "object", "srv": "server",
-                "acc": "account"}
+NOUN_ALIASES = {"str": "stream", "st": "stream", "ms": "stream", "s": "stream", "con": "consumer",
+                "obs": "consumer", "c": "consumer", "obj": "object", "srv": "server", "acc": "account",
+                "a": "account", "rep": "report"}
+# natscli's verb aliases that hold in every group having the verb (`stream nfo`, `consumer l`).
+VERB_ALIASES = {"info": ("nfo", "i"), "ls": ("list", "l"), "report": ("rep",)}
 # natscli verbs that do two things: with one more positional argument the command runs another
 # operation. `kv rm BUCKET` deletes the bucket; `kv rm BUCKET KEY` deletes the key, as `kv del` does.
 EXTRA_ARG_ROUTES: dict[str, tuple[str, str]] = {"kv_delete_bucket": ("key", "kv_del")}
@@ -256,11 +259,15 @@ class _Words:
 
     def __init__(self, ops: list[Operation]) -> None:
         self.commands = {o.tool: "natsop " + " ".join(o.cli) for o in ops}
+        self.ops = {o.tool: o for o in ops}
 
     def say(self, text: str, op: Operation | None = None) -> str:
-        """`text` with tool names as commands and, for `op`, its parameters as options."""
+        """`text` with tool names as commands and, for `op` (by default the first tool the text
+        names), its parameters as options."""
         if "_" not in text and "`" not in text and "=" not in text:
             return text
+        if op is None:
+            op = next((self.ops[w] for w in re.findall(r"[a-z][a-z0-9_]*", text) if w in self.ops), None)
         params = {n for n in op.params.model_fields if n not in HIDDEN_FIELDS} if op else set()
         args = set(op.args) if op else set()
 
@@ -341,6 +348,8 @@ def _global_params(taken: set[str]) -> tuple[list[click.Parameter], list[str]]:
 
 
 def _emit(result: BaseModel, as_json: bool) -> None:
+    if isinstance(result, Result):
+        result = result.reworded(_words().say)  # advice in commands, not tool calls
     if as_json:
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
         return
@@ -622,6 +631,11 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
         parent.add_command(cmd)
         for alias in op.aliases:
             parent.aliases[alias] = cmd.name or op.cli[-1]
+    for group in groups.values():
+        for verb, aliases in VERB_ALIASES.items():
+            if verb in group.commands:
+                for alias in aliases:
+                    group.aliases.setdefault(alias, verb)
     for alias, noun in NOUN_ALIASES.items():
         if (noun,) in groups:
             root.aliases[alias] = noun

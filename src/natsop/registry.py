@@ -19,7 +19,7 @@ import pkgutil
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,6 +73,13 @@ class Result(BaseModel):
     def exit_status(self) -> int:
         """The CLI's exit code for this result: 0 unless the result itself reports a failure."""
         return 0
+
+    def reworded(self, say: Callable[[str], str]) -> Self:
+        """This result with its advice (text naming tools and arguments) passed through `say`.
+
+        The CLI uses it to turn `stream_update X replicas=3` into `natsop stream edit X --replicas 3`.
+        """
+        return self
 
 
 P = TypeVar("P", bound=Params)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,6 +80,10 @@ class AuditResult(Result):
 
     def exit_status(self) -> int:
         return 2 if self.failed else 0
+
+    def reworded(self, say: Callable[[str], str]) -> Self:
+        return self.model_copy(update={"findings": [f.model_copy(update={"do": say(f.do)}) for f in self.findings],
+                                       "notes": [say(n) for n in self.notes]})
 
 
 async def _sample_ids(js: JsApi, info: dict[str, Any], n: int) -> list[str]:
