@@ -84,16 +84,20 @@ CliFn = Callable[..., Result]
 
 @pytest.fixture
 def cli(server_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliFn:
-    """Run the CLI in-process: cli("stream", "info", "X") -> click Result (exit_code, output)."""
+    """Run the CLI in-process: cli("stream", "info", "X") -> click Result (exit_code, output).
+
+    Files go to `--files-dir <tmp_path>`; `files_dir=False` leaves the option out, as a person would.
+    """
     for k, v in server_env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("NATS_CONTEXT", raising=False)
 
-    def run(*args: str, input: str | None = None, read_only: bool = False, env: dict[str, str] | None = None) -> Result:
+    def run(*args: str, input: str | None = None, read_only: bool = False, env: dict[str, str] | None = None,
+            files_dir: bool = True) -> Result:
         app = build_cli(read_only=read_only)
         runner = CliRunner()
-        return runner.invoke(app, ["--files-dir", str(tmp_path), *args], input=input, env=env,
-                             catch_exceptions=False)
+        given = ["--files-dir", str(tmp_path)] if files_dir else []
+        return runner.invoke(app, [*given, *args], input=input, env=env, catch_exceptions=False)
 
     return run
 

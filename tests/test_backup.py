@@ -477,6 +477,24 @@ def test_cli_backup_verify_and_restore(cli: CliFn, uniq: str, tmp_path: Path, se
     assert removed.exit_code == 0, removed.output
 
 
+def test_cli_backup_to_an_absolute_path_outside_the_cwd(cli: CliFn, uniq: str, server: EmbeddedServer,
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    async def setup() -> None:
+        async with connect(server) as nc:
+            await make_stream(nc, uniq)
+            await fill(nc, uniq, 20)
+
+    asyncio.run(setup())
+    target = tmp_path_factory.mktemp("backups") / uniq
+    assert Path.cwd() not in target.parents
+    made = cli("--json", "stream", "backup", uniq, str(target), files_dir=False)
+    assert made.exit_code == 0, made.output
+    assert cli_json(made)["messages"] == 20 and (target / "stream.tar.s2").is_file()
+    verified = cli("--json", "backup", "verify", str(target), files_dir=False)
+    assert verified.exit_code == 0, verified.output
+    assert cli("stream", "rm", uniq, "--force").exit_code == 0
+
+
 def test_s2_reader_reads_byte_by_byte(tmp_path: Path) -> None:
     raw = bytes([0xFF, 6, 0, 0]) + b"S2sTwO"
     body = b"hello world"

@@ -642,3 +642,21 @@ def test_every_object_command_through_the_cli(cli: CliFn, uniq: str, tmp_path: P
     assert cli("object", "del-bucket", uniq).exit_code != 0
     assert cli("object", "rm-bucket", uniq, "--force").exit_code == 0
     assert cli("object", "info", uniq).exit_code != 0
+
+
+def test_cli_without_files_dir_takes_any_path(cli: CliFn, uniq: str,
+                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A person at the CLI names files anywhere, as with natscli; --files-dir confines them again."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    assert Path.cwd() not in elsewhere.parents
+    (elsewhere / "in.bin").write_bytes(b"from anywhere")
+    assert cli("object", "add", uniq).exit_code == 0
+    put = cli("--json", "object", "put", uniq, str(elsewhere / "in.bin"), "--name", "x", files_dir=False)
+    assert put.exit_code == 0, put.output
+    got = cli("object", "get", uniq, "x", "--file", str(elsewhere / "out.bin"), files_dir=False)
+    assert got.exit_code == 0, got.output
+    assert (elsewhere / "out.bin").read_bytes() == b"from anywhere"
+    confined = cli("object", "get", uniq, "x", "--file", str(elsewhere / "again.bin"))
+    assert confined.exit_code != 0 and "path_outside_files_dir" in confined.output
+    assert "--files-dir" in confined.output and not (elsewhere / "again.bin").exists()
+    assert cli("object", "rm-bucket", uniq, "--force").exit_code == 0

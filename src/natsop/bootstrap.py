@@ -57,7 +57,8 @@ def data_dir() -> Path:
 
 
 @asynccontextmanager
-async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str] | None = None) -> AsyncIterator[Context]:
+async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str] | None = None,
+                       confine_files: bool = True) -> AsyncIterator[Context]:
     settings = None
     if not opts.embedded:
         settings = load_settings(
@@ -76,7 +77,7 @@ async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str
                                      (lease.system.user, lease.system.password))
         if not lease.owner:
             standby = asyncio.create_task(_stand_by(leases))
-    ctx = Context(settings, files_dir=files_dir)
+    ctx = Context(settings, files_dir=files_dir, confine_files=confine_files)
     try:
         yield ctx
     finally:

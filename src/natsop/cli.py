@@ -469,7 +469,8 @@ async def _run_shown(state: _State, base: Context, op: Operation, arguments: dic
 
 
 async def _run(state: _State, op: Operation, arguments: dict[str, Any], force: bool) -> None:
-    async with open_context(state.conn, files_dir=state.files_dir) as base:
+    async with open_context(state.conn, files_dir=state.files_dir,
+                            confine_files=state.files_dir is not None) as base:
         base.read_only = state.read_only  # a read-only tool refuses the arguments that would make it act
         result = await _run_shown(state, base, op, arguments)
         if isinstance(result, Confirmable) and result.confirmation_required:

@@ -23,14 +23,20 @@ ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
 class Context:
-    """Connections per account, JetStream API access, the files directory and progress reporting."""
+    """Connections per account, JetStream API access, the files directory and progress reporting.
+
+    `confine_files` keeps every local path inside `files_dir`: right for an assistant (MCP),
+    which must not touch arbitrary files. The CLI turns it off unless `--files-dir` is given,
+    so a person's `/backups/S` works as it does with natscli.
+    """
 
     def __init__(self, settings: Settings, *, files_dir: str | os.PathLike[str] | None = None,
                  progress: ProgressFn | None = None, connections: Connections | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, confine_files: bool = True) -> None:
         self.settings = settings
         self.connections = connections or Connections(settings)
         self.files_dir = Path(files_dir) if files_dir is not None else Path.cwd()
+        self.confine_files = confine_files
         self.progress = progress
         #: Set by a face serving read-only (`--read-only`, NATSOP_READ_ONLY): only read-only tools are
         #: offered, and a read-only tool refuses the few arguments that would make it act (`require_writable`).
@@ -39,7 +45,7 @@ class Context:
     def with_progress(self, progress: ProgressFn | None) -> Context:
         """The same connections with another progress callback (one per request)."""
         return Context(self.settings, files_dir=self.files_dir, progress=progress, connections=self.connections,
-                       read_only=self.read_only)
+                       read_only=self.read_only, confine_files=self.confine_files)
 
     def require_writable(self, what: str, *, hint: str = "") -> None:
         """Refuse `what` (an argument that acts on the deployment) when natsop is read-only."""
@@ -73,20 +79,22 @@ class Context:
             await self.progress(done, total, message)
 
     def local_path(self, path: str, *, must_exist: bool = False) -> Path:
-        """Resolve a caller's path inside the files directory, refusing anything that escapes it."""
+        """Resolve a caller's path from the files directory; when confined, refuse anything that escapes it."""
         if not path or "\x00" in path:
             raise UserError("path is empty or invalid", code="invalid_path")
         base = self.files_dir.resolve()
         candidate = Path(path)
         full = (candidate if candidate.is_absolute() else base / candidate).resolve()
-        if full != base and base not in full.parents:
+        if self.confine_files and full != base and base not in full.parents:
             raise UserError(
                 f"path {path!r} is outside the files directory",
                 code="path_outside_files_dir",
-                hint=f"Use a path inside {base} (relative paths are taken from there).",
+                hint=f"Use a path inside {base} (relative paths are taken from there); "
+                     "the files directory is set with --files-dir.",
             )
         if must_exist and not full.exists():
-            raise UserError(f"{path!r} does not exist in the files directory", code="file_not_found")
+            where = " in the files directory" if self.confine_files else ""
+            raise UserError(f"{path!r} does not exist{where}", code="file_not_found")
         return full
 
     async def close(self) -> None:
