@@ -35,6 +35,39 @@ def test_documents_name_only_real_tools_and_commands(doc: str) -> None:
         assert any(" ".join(words[:n]) in paths for n in range(1, len(words) + 1)), f"{doc}: `natsop {cmd}`"
 
 
+_TOOL_SHAPED = re.compile(r"(?<![\w${.-])((?:stream|kv|object|consumer|account|server|event|counter|schedule|backup|"
+                          r"audit|publish|batch)_[a-z0-9_]+)(?![\w}-])")
+
+
+def test_tool_names_in_advice_are_real_tools() -> None:
+    """Every tool-shaped word (stream_update, kv_compact, ...) in the documents, the prompts and the
+    audit's advice names a registered tool or one of the tools' parameters."""
+    import ast
+    import inspect
+
+    import natsop.audit
+    from natsop.mcp_server import _PROMPTS
+
+    known = {op.tool for op in operations()} | {name for op in operations() for name in op.params.model_fields}
+    texts = {doc: read_doc(doc) for doc in DOCS}
+    texts["prompts"] = " ".join(text for _title, _args, text in _PROMPTS.values())
+    # The audit's advice: the why and do of each Finding(...) (also when first bound to why/do/accept),
+    # and each Rule's rationale.
+    advice: list[ast.AST] = []
+    for node in ast.walk(ast.parse(inspect.getsource(natsop.audit))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("Finding", "Rule"):
+            advice.extend(node.args[4:6] if node.func.id == "Finding" else node.args[3:4])
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("why", "do", "accept")
+                                                  for t in node.targets):
+            advice.append(node.value)
+    texts["audit advice"] = " ".join(c.value for part in advice for c in ast.walk(part)
+                                     if isinstance(c, ast.Constant) and isinstance(c.value, str))
+    assert "stream_update" in texts["audit advice"]
+    for where, text in texts.items():
+        unknown = set(_TOOL_SHAPED.findall(text)) - known
+        assert not unknown, f"{where} names tools that do not exist: {sorted(unknown)}"
+
+
 def test_install_refuses_to_overwrite_a_changed_copy(tmp_path: Path) -> None:
     target = tmp_path / "skills" / "nats"
     written = install(target)
