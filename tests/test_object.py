@@ -403,6 +403,23 @@ async def test_watch_sees_puts_and_deletes_and_stops_at_its_count(toolkit: Toolk
     assert all(c.modified and c.modified.endswith("Z") for c in result.changes)
 
 
+async def test_watch_of_a_big_bucket_fetches_about_what_it_returns(toolkit: Toolkit, uniq: str) -> None:
+    await _call(toolkit, "object_add", bucket=uniq)
+    for i in range(300):
+        await _call(toolkit, "object_put", bucket=uniq, name=f"o{i:03d}", data="x")
+    nc = await toolkit.context.nc()
+    await nc.flush()
+    before = nc.stats["in_msgs"]
+    some = await _call(toolkit, "object_watch", bucket=uniq, include_current=True, max_entries=5, timeout_s=10)
+    await nc.flush()  # anything the server pushed has arrived by now
+    assert [c.name for c in some.changes] == [f"o{i:03d}" for i in range(5)]
+    assert some.stopped_by == "count" and some.current_done is False
+    # Five records and a few API replies, not the 300 records a push consumer sends.
+    assert nc.stats["in_msgs"] - before < 20
+    every = await _call(toolkit, "object_watch", bucket=uniq, include_current=True, max_entries=1000, timeout_s=0.5)
+    assert len(every.changes) == 300 and every.stopped_by == "time" and every.current_done is True
+
+
 # ---------------------------------------------------------------------------------------------
 # Interoperability and wire format
 

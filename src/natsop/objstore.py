@@ -43,7 +43,6 @@ __all__ = [
     "MIN_CHUNK_SIZE",
     "DigestMismatch",
     "DirectReader",
-    "MetaWatch",
     "RawMsg",
     "StoredMeta",
     "bucket_error",
@@ -51,6 +50,8 @@ __all__ = [
     "decode_digest",
     "encode_name",
     "fetch_bucket",
+    "meta_config",
+    "meta_of_delivery",
     "meta_subject",
     "publish_meta",
     "purge_subject",
@@ -456,78 +457,15 @@ async def scan_meta(nc: NATS, js: JsApi, bucket: str, start_seq: int,
             seq = msgs[-1].seq + 1
 
 
-class MetaWatch:
-    """New metadata records of a bucket as they are stored (optionally the current ones first).
+def meta_config(bucket: str, *, include_current: bool) -> dict[str, Any]:
+    """Consumer settings that deliver a bucket's new metadata records (optionally every current one first)."""
+    return {"deliver_policy": "last_per_subject" if include_current else "new", "filter_subject": all_meta(bucket)}
 
-    An ephemeral push consumer on `$O.<bucket>.M.>` without acknowledgements, read
-    from an inbox; it is deleted on exit (and expires on its own if this process dies).
-    """
 
-    def __init__(self, nc: NATS, js: JsApi, bucket: str, *, include_current: bool) -> None:
-        self.nc = nc
-        self.js = js
-        self.bucket = bucket
-        self.include_current = include_current
-        self._sub: Any = None
-        self._consumer: str | None = None
-
-    async def __aenter__(self) -> MetaWatch:
-        inbox = self.nc.new_inbox()
-        self._sub = await self.nc.subscribe(inbox)
-        config = {
-            "deliver_subject": inbox,
-            "deliver_policy": "last_per_subject" if self.include_current else "new",
-            "ack_policy": "none",
-            "replay_policy": "instant",
-            "filter_subject": all_meta(self.bucket),
-            "mem_storage": True,
-            "num_replicas": 1,
-            "inactive_threshold": 30 * 1_000_000_000,
-        }
-        stream = stream_name(self.bucket)
-        try:
-            resp = await self.js.request(f"CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config},
-                                         context=f"watch bucket {self.bucket}")
-        except NatsopError as err:
-            await self._unsubscribe()
-            raise bucket_error(err, self.bucket) from None
-        self._consumer = str(resp.get("name") or "") or None
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._unsubscribe()
-        if self._consumer:
-            with contextlib.suppress(NatsopError):
-                await self.js.request(f"CONSUMER.DELETE.{stream_name(self.bucket)}.{self._consumer}")
-
-    async def _unsubscribe(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-    async def next(self, timeout: float) -> tuple[StoredMeta, int | None] | None:
-        """The next record and how many more are already waiting; None when `timeout` passes first."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                msg = await self._sub.next_msg(timeout=remaining)
-            except Exception as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                import nats.errors
-
-                if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
-                    return None
-                raise from_nats(exc, context=f"watch bucket {self.bucket}") from None
-            if _status(msg) is not None or not msg.reply:
-                continue  # heartbeats and flow control do not concern a watcher
-            seq, ns, pending = _ack_fields(msg.reply)
-            return StoredMeta.parse(msg.data, seq, rfc3339_ns(ns) if ns else None, subject=msg.subject), pending
+def meta_of_delivery(msg: Msg) -> tuple[StoredMeta, int | None]:
+    """A metadata record delivered by a consumer, and how many more were waiting behind it."""
+    seq, ns, pending = _ack_fields(msg.reply)
+    return StoredMeta.parse(msg.data, seq, rfc3339_ns(ns) if ns else None, subject=msg.subject), pending
 
 
 def _ack_fields(reply: str) -> tuple[int, int, int | None]:

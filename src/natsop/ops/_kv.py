@@ -1,6 +1,6 @@
 """Key-Value on the wire (ADR-8): buckets, entries, writes and short-lived consumers.
 
-Private to `natsop.ops.kv`. A bucket `B` is the stream `KV_B` capturing `$KV.B.>`;
+Private to `natsop.ops.kv` (`PullConsumer` also serves `object_watch`). A bucket `B` is the stream `KV_B` capturing `$KV.B.>`;
 a key is a subject under it; deletes and purges are marker messages told apart by
 headers. Everything here speaks the JetStream API directly so that buckets written
 by natsop and by nats.go / nats-py clients are the same thing.
@@ -334,6 +334,12 @@ class PullConsumer:
 
     async def fetch(self, batch: int, expires_s: float) -> AsyncGenerator[RawEntry, None]:
         """Yield up to `batch` entries, stopping when the pull is done or `expires_s` has passed."""
+        async with contextlib.aclosing(self.fetch_msgs(batch, expires_s)) as msgs:
+            async for msg in msgs:
+                yield entry_from_consumer(msg)
+
+    async def fetch_msgs(self, batch: int, expires_s: float) -> AsyncGenerator[Msg, None]:
+        """`fetch`, yielding the messages as delivered."""
         self._pulls += 1
         reply = f"{self._inbox}.{self._pulls}"
         nc = self.js.nc
@@ -367,4 +373,4 @@ class PullConsumer:
                 raise Unavailable(f"pull from {self.stream}: {status} {desc}".strip(), code="consumer_interrupted",
                                   hint="The consumer was removed or its leader changed; call again.")
             got += 1
-            yield entry_from_consumer(msg)
+            yield msg

@@ -32,6 +32,7 @@ from natsop.models import (
     payload_of,
 )
 from natsop.ops._common import duration_ns, ns_to_s
+from natsop.ops._kv import PullConsumer
 from natsop.ops.stream import ClusterInfo
 from natsop.registry import Impact, Params, Result, operation
 from natsop.validate import BucketName, check_bucket
@@ -720,30 +721,41 @@ class ObjectWatchResult(Result):
     changes: list[ObjectChange]
     stopped_by: Literal["time", "count"] = Field(description="What ended the watch: the time or the entry limit")
     elapsed_s: float
+    current_done: bool | None = Field(
+        default=None, description="With include_current: True once every object's current record was seen")
+
+
+# Records asked for per pull: the server sends no more than asked, however big the bucket.
+_PULL_BATCH = 256
 
 
 @operation("object_watch", cli="object watch", args=("bucket",), timeout_s=330.0)
 async def object_watch(ctx: Context, params: ObjectWatchParams) -> ObjectWatchResult:
     """Watch a bucket for objects being put, replaced or deleted, for a time or a number of changes."""
-    nc = await ctx.nc(params.account_name)
     js = await ctx.js(params.account_name)
     changes: list[ObjectChange] = []
     started = time.monotonic()
     deadline = started + params.timeout_s
     stopped_by: Literal["time", "count"] = "time"
-    async with objstore.MetaWatch(nc, js, params.bucket, include_current=params.include_current) as watch:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            got = await watch.next(remaining)
-            if got is None:
-                break
-            meta, _pending = got
-            changes.append(ObjectChange(name=meta.name, size=meta.size, deleted=meta.deleted, modified=meta.time,
-                                        digest=meta.digest, seq=meta.seq))
+    current = 0
+    config = objstore.meta_config(params.bucket, include_current=params.include_current)
+    try:
+        async with PullConsumer(js, objstore.stream_name(params.bucket), config) as pc:
+            current = pc.num_pending if params.include_current else 0
+            while len(changes) < params.max_entries:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.001:
+                    break
+                want = min(_PULL_BATCH, params.max_entries - len(changes))
+                async with contextlib.aclosing(pc.fetch_msgs(want, expires_s=remaining)) as batch:
+                    async for msg in batch:
+                        meta, _pending = objstore.meta_of_delivery(msg)
+                        changes.append(ObjectChange(name=meta.name, size=meta.size, deleted=meta.deleted,
+                                                    modified=meta.time, digest=meta.digest, seq=meta.seq))
             if len(changes) >= params.max_entries:
                 stopped_by = "count"
-                break
+    except NatsopError as err:
+        raise objstore.bucket_error(err, params.bucket) from None
     return ObjectWatchResult(bucket=params.bucket, changes=changes, stopped_by=stopped_by,
-                             elapsed_s=round(time.monotonic() - started, 3))
+                             elapsed_s=round(time.monotonic() - started, 3),
+                             current_done=len(changes) >= current if params.include_current else None)
