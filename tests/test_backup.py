@@ -439,6 +439,19 @@ async def test_mcp_backup_verify_restore_with_progress(
         outside = await c.call_tool("stream_backup", {"stream": uniq, "directory": "/tmp/elsewhere"})
         assert outside.is_error
         assert "outside the files directory" in str(outside.content)
+        acct = await c.call_tool("account_backup", {"directory": "acct", "streams": [uniq]})
+        assert not acct.is_error and acct.structured_content is not None, acct.content
+        assert acct.structured_content["backed_up"] == 1
+        assert acct.structured_content["streams"][0]["messages"] == 1500
+        assert (tmp_path / "acct" / uniq / "stream.tar.s2").is_file()
+        asked = await c.call_tool("account_restore", {"directory": "acct"})
+        assert asked.structured_content is not None and asked.structured_content["confirmation_required"] is True
+        assert asked.structured_content["existing"] == [uniq]
+        restored = await c.call_tool("account_restore", {"directory": "acct",
+                                                         "confirm": asked.structured_content["confirm_with"]})
+        assert not restored.is_error and restored.structured_content is not None, restored.content
+        assert restored.structured_content["done"] is True and restored.structured_content["restored"] == 1
+        assert restored.structured_content["streams"][0]["verified"] is True
     assert reports and max(done for done, _, _ in reports) <= made.structured_content["bytes"]
     assert any(m and "backing up" in m for _, _, m in reports)
     async with connect(server) as nc:

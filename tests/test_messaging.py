@@ -300,6 +300,46 @@ async def test_messaging_tools_over_mcp(server_env: dict[str, str], uniq: str) -
         too_big = await client.call_tool("publish_batch", {"messages": [{"subject": "a"}] * 1001})
         assert too_big.is_error
 
+        await client.call_tool("stream_add", {"stream": f"{uniq}_C", "subjects": [f"{uniq}_c.>"],
+                                              "allow_msg_counter": True})
+        await client.call_tool("counter_add", {"subject": f"{uniq}_c.hits", "increment": 4})
+        counted = await client.call_tool("counter_add", {"subject": f"{uniq}_c.hits", "increment": -1})
+        assert not counted.is_error and counted.structured_content is not None, counted.content
+        assert counted.structured_content["value"] == 3 and counted.structured_content["stream"] == f"{uniq}_C"
+
+        await client.call_tool("stream_add", {"stream": f"{uniq}_S", "subjects": [f"{uniq}_s.>"],
+                                              "allow_msg_schedules": True})
+        at = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+        scheduled = await client.call_tool("schedule_add", {"subject": f"{uniq}_s.sched.r", "target": f"{uniq}_s.out.r",
+                                                            "at": at.isoformat(), "payload": "later"})
+        assert not scheduled.is_error and scheduled.structured_content is not None, scheduled.content
+        assert scheduled.structured_content["stream"] == f"{uniq}_S" and scheduled.structured_content["seq"] == 1
+        assert scheduled.structured_content["at"] == at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        held = await client.call_tool("stream_get", {"stream": f"{uniq}_S", "seq": 1})
+        assert held.structured_content is not None
+        assert held.structured_content["message"]["headers"]["Nats-Schedule-Target"] == [f"{uniq}_s.out.r"]
+        refused = await client.call_tool("schedule_add", {"subject": f"{uniq}.sched.r", "target": f"{uniq}.out.r",
+                                                          "at": at.isoformat()})
+        assert refused.is_error and "message_schedules_disabled" in getattr(refused.content[0], "text", "")
+
+
+def test_stream_search_cli(cli: CliFn, uniq: str) -> None:
+    assert cli("stream", "add", uniq, "--subjects", f"{uniq}.>").exit_code == 0
+    for i, paid in enumerate([True, 1, True, False]):
+        sent = cli("pub", f"{uniq}.orders.{i % 2}", json.dumps({"order": {"id": i, "paid": paid}}),
+                   "--headers", f"Tenant:t{i % 2}")
+        assert sent.exit_code == 0, sent.output
+    found = cli("--json", "stream", "search", uniq, "--json-field", "order.paid", "--json-value", "true")
+    assert found.exit_code == 0, found.output
+    assert [json.loads(m["payload"]["data"])["order"]["id"] for m in cli_json(found)["matches"]] == [0, 2]
+    narrowed = cli("--json", "stream", "search", uniq, "--subject", f"{uniq}.orders.1", "--header", "Tenant",
+                   "--header-value", "t1", "--contains", "false", "--limit", "1")
+    assert narrowed.exit_code == 0, narrowed.output
+    result = cli_json(narrowed)
+    assert [m["seq"] for m in result["matches"]] == [4] and result["scanned"] == 2
+    table = cli("stream", "search", uniq, "--contains", '"id": 1', "--max-scan", "2")
+    assert table.exit_code == 0 and f"{uniq}.orders.1" in table.output
+
 
 def test_messaging_cli(cli: CliFn, uniq: str) -> None:
     assert cli("stream", "add", uniq, "--subjects", f"{uniq}.>", "--allow-msg-counter", "--allow-direct").exit_code == 0
