@@ -79,7 +79,9 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--account", "account"), {"help": "Configured account (context name) to act as"}),
     (("--json", "as_json"), {"is_flag": True, "help": "Print the result as JSON"}),
     (("--read-only",), {"is_flag": True, "help": "Offer only read-only commands (also NATSOP_READ_ONLY=1)"}),
-    (("--files-dir",), {"type": click.Path(file_okay=False), "help": "Directory for files read or written"}),
+    (("--files-dir",), {"type": click.Path(file_okay=False),
+                        "help": "Read and write files only under this directory (MCP tools always stay in one: "
+                                "this, or the current directory; commands take any path without it)"}),
 )
 ROOT_ONLY: dict[str, dict[str, Any]] = {"context": {"envvar": "NATS_CONTEXT"}, "read_only": {"envvar": "NATSOP_READ_ONLY"}}
 GLOBAL_EPILOG = ("Global options (see natsop --help: --json, -s URL, --context, --creds, --read-only, ...) "

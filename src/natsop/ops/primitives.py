@@ -56,9 +56,9 @@ class PublishBatchResult(Result):
 
 
 _STREAM_HINTS = {
-    "atomic_publish_disabled": ("allow_atomic", "stream_update {stream} allow_atomic=true"),
+    "atomic_publish_disabled": ("allow_atomic", "stream_update <stream> allow_atomic=true"),
     "message_counter_disabled": ("allow_msg_counter", "create the stream with allow_msg_counter=true"),
-    "message_schedules_disabled": ("allow_msg_schedules", "stream_update {stream} allow_msg_schedules=true"),
+    "message_schedules_disabled": ("allow_msg_schedules", "stream_update <stream> allow_msg_schedules=true"),
 }
 
 
