@@ -397,3 +397,30 @@ def test_the_cli_against_nothing_says_connection_refused(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert b"[not_connected]" in proc.stderr and b"connection refused" in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+async def test_a_stalled_server_answering_late_leaves_the_connection_working(tmp_path: Path) -> None:
+    """A flush that times out while the server is stalled gets its PONG late, after it gave up.
+
+    nats-py would fail on that late answer and stop reading, while still reporting itself
+    connected: every later call timed out for minutes. The next call must work at once.
+    """
+    import os
+    import signal
+
+    async with EmbeddedServer(store_dir=tmp_path / "store") as srv, Toolkit.for_server(srv) as tk:
+        await tk.call("stream_add", stream="STALL")
+        assert srv.pid is not None
+        os.kill(srv.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(NatsopError):
+                await tk.call("publish", subject="stall.core", payload="x", jetstream=False, timeout_s=1)
+        finally:
+            os.kill(srv.pid, signal.SIGCONT)
+        await asyncio.sleep(0.5)  # the late PONG arrives
+        started = time.monotonic()
+        info: Any = await tk.call("stream_info", stream="STALL")
+        assert info.config["name"] == "STALL"
+        sent: Any = await tk.call("publish", subject="stall.core", payload="y", jetstream=False, timeout_s=2)
+        assert sent.count == 1
+        assert time.monotonic() - started < 3

@@ -71,7 +71,7 @@ class _Client(NATS):
     waits for the plain stream to report its end, which never comes once the socket was
     handed to TLS, so a wrong CA would otherwise hang the connection attempt for good.
     It also keeps every value of a repeated header (nats-py keeps the last), see
-    `models.MultiValueHeaders`.
+    `models.MultiValueHeaders`, and survives the late answer to a flush that timed out.
 
     And it fails fast while the connection is down. nats-py buffers a request (or a flush)
     made while it reconnects, and keeps one in flight waiting for an answer that cannot come,
@@ -147,6 +147,19 @@ class _Client(NATS):
             await super()._connect_to_server(s)
         finally:
             _bound_wait_closed(self._transport)
+
+    async def _process_pong(self) -> None:
+        # A flush that timed out cancels its future but leaves it in line; nats-py then calls
+        # set_result on it when the late PONG comes, and the InvalidStateError stops its read
+        # loop while the connection still reports itself connected: every later call would time
+        # out until the keep-alive pings noticed, minutes later. A PONG still answers the oldest
+        # PING, so the line moves on either way.
+        if self._pongs:
+            future = self._pongs.pop(0)
+            if not future.done():
+                future.set_result(True)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
 
     async def _process_headers(self, headers: Any) -> Any:
         # nats-py keeps one value per header name; keep them all where a name repeats.
