@@ -2,7 +2,7 @@
 
 Tools: `noisy` writes junk to stdout the ways a careless library or a child process
 would, then answers; `size` answers with the length of its `text` argument;
-`transport` says whether the event-loop pipe transport is in use.
+`transport` says how stdin/stdout are served (loop, thread or sdk).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
-from natsop.stdio import fast_stdio_possible, stdio_transport
+from natsop.stdio import io_plan, stdio_transport
 
-FAST = fast_stdio_possible()  # decided before the transport takes fd 0 and 1
+PLAN = "/".join(io_plan())  # decided before the transport takes fd 0 and 1: "loop/loop", "loop/thread", ...
 
 
 def _tool(name: str) -> types.Tool:
@@ -40,7 +40,7 @@ async def call_tool(_: ServerRequestContext[Any], params: types.CallToolRequestP
     elif params.name == "size":
         text = str(len(str(args.get("text", ""))))
     else:
-        text = "event-loop pipes" if FAST else "sdk"
+        text = PLAN
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import mcp_client
 
@@ -69,3 +72,74 @@ async def test_a_joined_natsop_takes_over_when_the_owner_exits(tmp_path: Path) -
             assert asyncio.get_running_loop().time() < deadline, "no take-over"
             await asyncio.sleep(0.3)
         assert again.structured_content is not None and again.structured_content["name"] == "KEEP"
+
+
+def _embedded_pids(env: dict[str, str]) -> list[int]:
+    from tests.test_embedded import server_pids
+
+    return server_pids(Path(env["NATSOP_DATA_DIR"]))
+
+
+async def _terminated(args: list[str], env: dict[str, str], sig: int, *, stdin: Any = asyncio.subprocess.PIPE,
+                      stdout: Any = asyncio.subprocess.PIPE) -> tuple[int, bytes]:
+    """Start natsop with `args`, wait until its embedded server runs, send `sig`; the exit code and stderr."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "natsop", *args, env=env, stdin=stdin,
+                                                stdout=stdout, stderr=asyncio.subprocess.PIPE)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not _embedded_pids(env):
+        assert proc.returncode is None, await proc.stderr.read() if proc.stderr else b""
+        assert loop.time() < deadline, "the embedded server did not start"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # past start-up, into serving
+    proc.send_signal(sig)
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode is not None
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize(("args", "sig", "stdio"), [
+    (["serve"], "SIGTERM", "pipes"),  # as an MCP client starts it
+    (["serve"], "SIGHUP", "pipes"),
+    (["serve"], "SIGTERM", "terminal in, null out"),  # started by hand, output thrown away
+    (["serve", "--http", "--port", "0"], "SIGTERM", "pipes"),
+    (["serve", "--http", "--port", "0"], "SIGHUP", "pipes"),
+])
+async def test_signals_stop_serve_and_its_embedded_server(tmp_path: Path, args: list[str], sig: str,
+                                                          stdio: str) -> None:
+    import pty
+    import signal
+
+    env = bare_env(tmp_path)
+    if stdio == "pipes":
+        code, err = await _terminated(args, env, getattr(signal, sig))
+    else:
+        controller, terminal = pty.openpty()
+        try:
+            code, err = await _terminated(args, env, getattr(signal, sig), stdin=terminal,
+                                          stdout=asyncio.subprocess.DEVNULL)
+        finally:
+            os.close(terminal)
+            os.close(controller)
+    assert code == 0, err
+    assert b"Traceback" not in err, err
+    assert _embedded_pids(env) == [], f"{args} left its nats-server running after {sig}"
+    # The next natsop starts its own server on the same data: there is no stale owner to join.
+    async with mcp_client(env) as client:
+        assert not (await client.call_tool("stream_list", {})).is_error
+
+
+async def test_sigterm_stops_a_long_cli_command_and_its_embedded_server(tmp_path: Path) -> None:
+    import signal
+
+    env = bare_env(tmp_path)
+    code, err = await _terminated(["sub", "quiet.>", "--timeout-s", "60"], env, signal.SIGTERM)
+    assert _embedded_pids(env) == []
+    assert b"Traceback" not in err, err
+    assert code == 1 and b"[terminated]" in err, err

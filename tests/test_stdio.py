@@ -1,4 +1,4 @@
-"""natsop's stdio transport (natsop.stdio): event-loop pipes when it can, the SDK's otherwise.
+"""natsop's stdio transport (natsop.stdio): event-loop I/O where it can, threads for regular files.
 
 Both keep the JSON-RPC stream on stdout clean: junk printed by handlers or child
 processes goes to stderr while serving, and stdout is the wire again afterwards.
@@ -71,7 +71,7 @@ def _serve(script: bytes, stdout: str, tmp_path: Path, answers: int) -> tuple[di
     return texts, messages, err_path.read_text()
 
 
-@pytest.mark.parametrize(("stdout", "transport"), [("pipe", "event-loop pipes"), ("file", "sdk")])
+@pytest.mark.parametrize(("stdout", "transport"), [("pipe", "loop/loop"), ("file", "loop/thread")])
 def test_junk_on_stdout_goes_to_stderr_and_the_wire_stays_clean(stdout: str, transport: str, tmp_path: Path) -> None:
     big = "x" * 3_000_000  # one 3 MB line
     answers, messages, stderr = _serve(_script(("transport", {}), ("noisy", {}), ("size", {"text": big})),
@@ -86,7 +86,7 @@ def test_junk_on_stdout_goes_to_stderr_and_the_wire_stays_clean(stdout: str, tra
 async def test_a_real_client_over_the_pipe_transport() -> None:
     params = StdioServerParameters(command=sys.executable, args=[str(SERVER)])
     async with Client(params, read_timeout_seconds=60) as client:
-        assert (await client.call_tool("transport", {})).content[0].text == "event-loop pipes"  # type: ignore[union-attr]
+        assert (await client.call_tool("transport", {})).content[0].text == "loop/loop"  # type: ignore[union-attr]
         for n in (0, 1, 70_000, 1_000_000):  # around the pipe buffer and the write high-water mark
             result = await client.call_tool("size", {"text": "y" * n})
             assert result.content[0].text == str(n)  # type: ignore[union-attr]

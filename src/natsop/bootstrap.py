@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from natsop.settings import embedded_settings, load_settings
 if TYPE_CHECKING:
     from natsop.embedded import ServerLease
 
-__all__ = ["ConnectOptions", "data_dir", "open_context"]
+__all__ = ["ConnectOptions", "Termination", "data_dir", "open_context", "termination"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,55 @@ async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str
         await ctx.close()
         for lease in leases:
             await lease.release()
+
+
+class Termination:
+    """SIGTERM or SIGHUP, turned into an orderly stop of whatever `when_asked` names.
+
+    A process manager or a closing terminal ends natsop with SIGTERM or SIGHUP; their default
+    action kills it on the spot, leaving the embedded nats-server it started running (and its
+    data directory locked) with nobody to stop it. Instead, the stop given to `when_asked` runs
+    on the event loop (at once if a signal came before), and natsop winds down through its
+    `finally` blocks: the context closes and the lease stops its server.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._stop: Callable[[], object] | None = None
+
+    def when_asked(self, stop: Callable[[], object]) -> None:
+        self._stop = stop
+        if self.requested:
+            stop()
+
+    def _signalled(self) -> None:
+        self.requested = True
+        if self._stop is not None:
+            self._stop()
+
+
+@contextlib.contextmanager
+def termination() -> Iterator[Termination]:
+    """Handle SIGTERM and SIGHUP within this block (main thread, POSIX; elsewhere it does nothing).
+
+    Python-level handlers, so that a library that installs its own for a while (uvicorn does,
+    for SIGTERM) restores them afterwards; they hand the stop to the event loop.
+    """
+    term = Termination()
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield term
+        return
+    loop = asyncio.get_running_loop()
+
+    def handler(_signum: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(term._signalled)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield term
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 async def _stand_by(leases: list[ServerLease]) -> None:

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from natsop import __version__
-from natsop.bootstrap import ConnectOptions, open_context
+from natsop.bootstrap import ConnectOptions, open_context, termination
 from natsop.context import Context
 from natsop.errors import NatsopError, UserError
 from natsop.models import Confirmable
@@ -471,6 +471,14 @@ async def _run_shown(state: _State, base: Context, op: Operation, arguments: dic
 
 
 async def _run(state: _State, op: Operation, arguments: dict[str, Any], force: bool) -> None:
+    with termination() as term:  # SIGTERM/SIGHUP still close everything and stop a started server
+        task = asyncio.current_task()
+        assert task is not None
+        term.when_asked(task.cancel)
+        await _run_in_context(state, op, arguments, force)
+
+
+async def _run_in_context(state: _State, op: Operation, arguments: dict[str, Any], force: bool) -> None:
     async with open_context(state.conn, files_dir=state.files_dir,
                             confine_files=state.files_dir is not None) as base:
         base.read_only = state.read_only  # a read-only tool refuses the arguments that would make it act
@@ -577,6 +585,8 @@ def _command(op: Operation, words: _Words, route: tuple[str, Operation] | None =
             _fail(err, state.as_json)
         except KeyboardInterrupt:
             _fail(NatsopError("interrupted", code="interrupted"), state.as_json)
+        except asyncio.CancelledError:
+            _fail(NatsopError("terminated by a signal (SIGTERM or SIGHUP)", code="terminated"), state.as_json)
 
     tag = {"read": "", "write": " [writes]", "destructive": " [destructive]"}[op.impact.value]
     return click.Command(

@@ -8,6 +8,7 @@ or `--token-file`); with a token, every request must carry it.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -19,7 +20,7 @@ from typing import Any
 import anyio
 import click
 
-from natsop.bootstrap import ConnectOptions, open_context
+from natsop.bootstrap import ConnectOptions, Termination, open_context, termination
 from natsop.errors import ConfigError, NatsopError
 from natsop.render import error_text
 
@@ -66,13 +67,18 @@ def _read_token(token_file: str | None) -> str | None:
 
 
 async def serve_stdio(conn: ConnectOptions, *, read_only: bool, files_dir: str | None) -> None:
+    """Serve MCP on stdin/stdout until stdin ends or natsop is told to stop (SIGTERM, SIGHUP)."""
     from natsop.mcp_server import build_server
     from natsop.stdio import stdio_transport
 
-    async with open_context(conn, files_dir=files_dir) as ctx:
-        server = build_server(ctx, read_only=read_only)
-        async with stdio_transport() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+    with termination() as term:
+        async with open_context(conn, files_dir=files_dir) as ctx:
+            server = build_server(ctx, read_only=read_only)
+            # A signal cancels the session only: the context's clean-up runs outside the cancelled scope.
+            with anyio.CancelScope() as session:
+                term.when_asked(session.cancel)
+                async with stdio_transport() as (read, write):
+                    await server.run(read, write, server.create_initialization_options())
 
 
 class _BearerGate:
@@ -117,6 +123,20 @@ def _security(host: str) -> Any:
 
 async def serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: bool, files_dir: str | None,
                      token: str | None) -> None:
+    """Serve MCP over streamable HTTP until natsop is told to stop (Ctrl-C, SIGTERM, SIGHUP)."""
+    if not _is_loopback(host) and not token:
+        raise ConfigError(
+            f"refusing to listen on {host} without a bearer token",
+            code="http_needs_token",
+            hint="Set NATSOP_HTTP_TOKEN (or --token-file), or listen on 127.0.0.1.",
+        )
+    with termination() as term:
+        await _serve_http(conn, host=host, port=port, read_only=read_only, files_dir=files_dir, token=token,
+                          term=term)
+
+
+async def _serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: bool, files_dir: str | None,
+                      token: str | None, term: Termination) -> None:
     import uvicorn
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -124,12 +144,6 @@ async def serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: b
 
     from natsop.mcp_server import build_server
 
-    if not _is_loopback(host) and not token:
-        raise ConfigError(
-            f"refusing to listen on {host} without a bearer token",
-            code="http_needs_token",
-            hint="Set NATSOP_HTTP_TOKEN (or --token-file), or listen on 127.0.0.1.",
-        )
     async with open_context(conn, files_dir=files_dir) as ctx:
         server = build_server(ctx, read_only=read_only)
 
@@ -152,7 +166,9 @@ async def serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: b
         click.echo(f"natsop: MCP over HTTP at http://{shown}:{port}/mcp (health: /healthz)"
                    f"{'; bearer token required' if token else ''}; NATS: {ctx.settings.default.describe()}",
                    err=True)
-        await uvicorn.Server(config).serve()
+        web = uvicorn.Server(config)
+        term.when_asked(lambda: setattr(web, "should_exit", True))  # uvicorn's own orderly shutdown
+        await web.serve()
 
 
 @click.command("serve")
@@ -176,5 +192,5 @@ def serve_command(state: Any, use_http: bool, host: str, port: int, token_file: 
     except NatsopError as err:
         click.echo(f"natsop: {error_text(err)}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # Ctrl-C, SIGTERM or SIGHUP: everything is closed, the embedded server stopped

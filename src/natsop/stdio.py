@@ -8,41 +8,58 @@ whenever an MCP client starts natsop, they can be read and written by the event 
 directly instead. natsop still runs the SDK's `stdio_server` for the protocol side
 (message parsing, the session streams); only the byte I/O underneath it changes.
 
+A terminal is read and written on the event loop too. That matters beyond speed: a read
+on the event loop can be cancelled (SIGTERM stops `natsop serve` in order), while a worker
+thread blocked reading a terminal would hold the process until someone typed a line.
+Regular files and the null device, which never block for long, go through threads.
+
 Like the SDK, natsop takes fd 0 and 1 for the wire while it serves: fd 0 then reads
 the null device and fd 1 goes to stderr, so stray prints or child processes cannot
 corrupt the JSON-RPC stream. Both are restored on exit.
 
-Anything else (a terminal, a regular file, Windows) uses the SDK's transport as is.
+On Windows natsop uses the SDK's transport as is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import stat
 import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-__all__ = ["fast_stdio_possible", "stdio_transport"]
+__all__ = ["fast_stdio_possible", "io_plan", "stdio_transport"]
 
 # One JSON-RPC message per line; object_put sends base64 payloads, so lines can be large.
 # The reader buffers only what has arrived; the limit only bounds a runaway line.
 MAX_LINE_BYTES = 1 << 30
 
 
-def _is_pipe_or_socket(fd: int) -> bool:
+Way = Literal["loop", "thread", "sdk"]
+
+
+def _on_the_loop(fd: int) -> bool:
+    """Whether the event loop can watch `fd`: a pipe, a socket or a terminal (not a regular file)."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+def io_plan() -> tuple[Way, Way]:
+    """How stdin and stdout will be served: on the event loop, through threads, or by the SDK (Windows)."""
+    if sys.platform == "win32":
+        return "sdk", "sdk"
+    return ("loop" if _on_the_loop(0) else "thread"), ("loop" if _on_the_loop(1) else "thread")
 
 
 def fast_stdio_possible() -> bool:
-    """True when stdin and stdout are both pipes or sockets on a POSIX system."""
-    return sys.platform != "win32" and _is_pipe_or_socket(0) and _is_pipe_or_socket(1)
+    """True when stdin and stdout are both served on the event loop."""
+    return io_plan() == ("loop", "loop")
 
 
 class _Lines:
@@ -134,26 +151,46 @@ def _claimed_std_fds() -> Iterator[tuple[int, int]]:
 
 @contextlib.asynccontextmanager
 async def stdio_transport() -> AsyncIterator[tuple[Any, Any]]:
-    """The MCP session streams over stdin/stdout, with pipe I/O on the event loop where possible."""
+    """The MCP session streams over stdin/stdout, on the event loop where the descriptors allow it."""
+    import anyio
     from mcp.server.stdio import stdio_server
 
-    if not fast_stdio_possible():
+    way_in, way_out = io_plan()
+    if way_in == "sdk":
         async with stdio_server() as streams:
             yield streams
         return
     loop = asyncio.get_running_loop()
-    with _claimed_std_fds() as (wire_in, wire_out):
-        reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
-        read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                                         os.fdopen(wire_in, "rb", buffering=0))
-        write_transport, flow = await loop.connect_write_pipe(_WriteFlow, os.fdopen(wire_out, "wb", buffering=0))
+    with _claimed_std_fds() as (wire_in, wire_out), contextlib.ExitStack() as files:
+        read_transport: asyncio.BaseTransport | None = None
+        write_transport: asyncio.WriteTransport | None = None
+        flow: _WriteFlow | None = None
         try:
             # The SDK only iterates stdin and calls write/flush on stdout: these stand in for its wrapped files.
-            lines, writer = cast(Any, _Lines(reader)), cast(Any, _Writer(write_transport, flow))
-            async with stdio_server(stdin=lines, stdout=writer) as streams:
+            lines: Any
+            writer: Any
+            if way_in == "loop":
+                reader = asyncio.StreamReader(limit=MAX_LINE_BYTES)
+                read_transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                                 os.fdopen(wire_in, "rb", buffering=0))
+                lines = _Lines(reader)
+            else:
+                text_in = files.enter_context(io.TextIOWrapper(os.fdopen(wire_in, "rb"), encoding="utf-8",
+                                                               errors="replace"))
+                lines = anyio.wrap_file(text_in)
+            if way_out == "loop":
+                write_transport, flow = await loop.connect_write_pipe(_WriteFlow,
+                                                                      os.fdopen(wire_out, "wb", buffering=0))
+                writer = _Writer(write_transport, flow)
+            else:
+                text_out = files.enter_context(io.TextIOWrapper(os.fdopen(wire_out, "wb"), encoding="utf-8"))
+                writer = anyio.wrap_file(text_out)
+            async with stdio_server(stdin=cast(Any, lines), stdout=cast(Any, writer)) as streams:
                 yield streams
         finally:
-            read_transport.close()
-            write_transport.close()  # writes out what is still buffered, then closes
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flow.closed.wait(), 5)
+            if read_transport is not None:
+                read_transport.close()
+            if write_transport is not None and flow is not None:
+                write_transport.close()  # writes out what is still buffered, then closes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flow.closed.wait(), 5)
