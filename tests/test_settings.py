@@ -77,3 +77,27 @@ def test_no_system_account_says_how_to_configure_one(tmp_path: Path) -> None:
         s.system_target()
     assert err.value.code == "no_system_account"
     assert "NATSOP_SYSTEM" in err.value.hint
+
+
+def test_cli_says_a_password_from_the_environment_came_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from natsop import EmbeddedServer
+    from natsop.cli import build_cli
+
+    with EmbeddedServer(store_dir=tmp_path / "store") as srv:
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+        monkeypatch.setenv("NATS_URL", srv.url)
+        monkeypatch.setenv("NATS_USER", srv.app.user)
+        monkeypatch.setenv("NATS_PASSWORD", "not-the-password")
+        wrong = CliRunner().invoke(build_cli(read_only=False), ["--json", "stream", "ls"])
+        assert wrong.exit_code == 1
+        message = json.loads(wrong.output)["error"]["message"]
+        assert "(environment)" in message and "command line" not in message, message
+        assert "not-the-password" not in wrong.output
+        # The password still completes a user given on the command line.
+        monkeypatch.setenv("NATS_PASSWORD", srv.app.password)
+        monkeypatch.delenv("NATS_USER")
+        right = CliRunner().invoke(build_cli(read_only=False), ["--json", "stream", "ls", "--user", srv.app.user])
+        assert right.exit_code == 0, right.output

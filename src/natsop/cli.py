@@ -316,7 +316,7 @@ class _State:
         self.values = values
         self.conn = ConnectOptions(
             context=values.get("context"), server=values.get("server"), creds=values.get("creds"),
-            nkey=values.get("nkey"), user=values.get("user"), password=os.environ.get("NATS_PASSWORD"),
+            nkey=values.get("nkey"), user=values.get("user"),
             tls_cert=values.get("tlscert"), tls_key=values.get("tlskey"), tls_ca=values.get("tlsca"),
             embedded=bool(values.get("embedded")),
         )
