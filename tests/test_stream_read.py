@@ -112,6 +112,25 @@ async def test_view_payloads_are_cut_and_binary_is_base64(toolkit: Toolkit, uniq
     assert bare.messages[0].payload.data == "" and bare.messages[0].payload.size == 3000
 
 
+async def test_a_cut_payload_reads_as_the_whole_one_does(toolkit: Toolkit, uniq: str) -> None:
+    """Text or base64 is decided on the whole body: the first bytes of a binary body can be valid UTF-8."""
+    await toolkit.call("stream_add", stream=uniq, subjects=[f"{uniq}.>"], allow_direct=True)
+    js = (await toolkit.context.nc()).jetstream()
+    await js.publish(f"{uniq}.bin", bytes(range(256)))  # UTF-8 for its first 128 bytes, then not
+    await js.publish(f"{uniq}.text", "é".encode() * 10)  # two bytes a character
+    for max_bytes in (10, 1000):
+        page: Any = await toolkit.call("stream_view", stream=uniq, max_payload_bytes=max_bytes)
+        binary, text = page.messages
+        assert binary.payload.encoding == "base64"
+        assert base64.b64decode(binary.payload.data) == bytes(range(256))[:max_bytes]
+        assert text.payload.encoding == "utf-8"
+    whole: Any = await toolkit.call("stream_get", stream=uniq, seq=1)
+    assert whole.message.payload.encoding == "base64"
+    # A cut never splits a character: 11 bytes show 5 characters.
+    cut: Any = await toolkit.call("stream_view", stream=uniq, start_seq=2, max_payload_bytes=11)
+    assert (cut.messages[0].payload.data, cut.messages[0].payload.truncated) == ("é" * 5, True)
+
+
 @pytest.mark.parametrize("allow_direct", [True, False], ids=["direct_get", "msg_get"])
 async def test_view_from_a_time(toolkit: Toolkit, uniq: str, allow_direct: bool) -> None:
     await _fill(toolkit, uniq, 6, allow_direct=allow_direct)

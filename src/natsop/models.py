@@ -45,20 +45,25 @@ class Payload(BaseModel):
 
 
 def payload_of(data: bytes | None, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payload:
-    """Present a body within `max_bytes`: text when it is UTF-8, base64 otherwise."""
+    """Present a body within `max_bytes`: text when the whole body is UTF-8, base64 otherwise.
+
+    The choice is made on the whole body, so a message reads the same way however much of
+    it is shown; a cut text never splits a character.
+    """
     data = data or b""
     cut = data[:max_bytes]
     truncated = len(cut) < len(data)
     try:
-        text = cut.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # A cut can split a multi-byte character; that is still text.
-        if truncated and exc.start >= len(cut) - 3 and exc.reason == "unexpected end of data":
-            text = cut[: exc.start].decode("utf-8")
-        else:
-            return Payload(encoding="base64", data=base64.b64encode(cut).decode("ascii"),
-                           size=len(data), truncated=truncated)
-    return Payload(encoding="utf-8", data=text, size=len(data), truncated=truncated)
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return Payload(encoding="base64", data=base64.b64encode(cut).decode("ascii"), size=len(data),
+                       truncated=truncated)
+    # Cut at a character boundary: drop a partial character at the end (continuation bytes are 10xxxxxx).
+    end = len(cut)
+    if truncated:
+        while end > 0 and (data[end] & 0xC0) == 0x80:
+            end -= 1
+    return Payload(encoding="utf-8", data=cut[:end].decode("utf-8"), size=len(data), truncated=truncated)
 
 
 def decode_input(data: str, encoding: Literal["utf-8", "base64"]) -> bytes:
