@@ -368,3 +368,48 @@ def test_fuzz_tool(op: Operation, session: McpThread, tools: dict[str, Tool], sa
     assert escaped == []
     assert sorted(p.name for p in (sandbox / "cwd").iterdir()) == ["files"]
 
+
+
+# Numbers that are rightly unbounded: the audit's thresholds are the caller's own, and counters
+# hold integers of any size (ADR-49).
+_UNBOUNDED = {"audit.thresholds{}", "counter_add.increment"}
+
+
+def _unbounded_numbers(schema: dict[str, Any], defs: dict[str, Any], path: str) -> Iterator[str]:
+    if "$ref" in schema:
+        yield from _unbounded_numbers(defs[schema["$ref"].split("/")[-1]], defs, path)
+        return
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key, []):
+            yield from _unbounded_numbers(sub, defs, path)
+    if schema.get("type") in ("integer", "number") and "maximum" not in schema and "exclusiveMaximum" not in schema:
+        yield path
+    for name, sub in (schema.get("properties") or {}).items():
+        yield from _unbounded_numbers(sub, defs, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from _unbounded_numbers(schema["items"], defs, f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _unbounded_numbers(schema["additionalProperties"], defs, f"{path}{{}}")
+
+
+def test_every_number_a_tool_takes_has_an_upper_bound() -> None:
+    """A number beyond what the server's field holds is refused by name, before anything is sent,
+    not by the server's JSON decoder (or, for keep=10**30, echoed back in a dry run)."""
+    found = set()
+    for op in operations():
+        schema = op.params.model_json_schema()
+        found |= set(_unbounded_numbers(schema, schema.get("$defs", {}), op.tool))
+    assert found == _UNBOUNDED, sorted(found - _UNBOUNDED)
+
+
+async def test_numbers_beyond_the_servers_fields_are_refused_by_name(toolkit: Toolkit, uniq: str) -> None:
+    from natsop.errors import UserError
+
+    await toolkit.call("stream_add", stream=uniq)
+    for args, field in (({"keep": 10**30}, "keep"), ({"seq": 2**64 + 5, "confirm": uniq}, "seq")):
+        with pytest.raises(UserError) as refused:
+            await toolkit.call("stream_purge", stream=uniq, **args)
+        assert refused.value.code == "invalid_arguments" and field in refused.value.message
+    with pytest.raises(UserError) as refused:
+        await toolkit.call("stream_update", stream=uniq, max_age_s=1e12)
+    assert "max_age_s" in refused.value.message

@@ -15,6 +15,10 @@ from pydantic import AfterValidator, Field
 from natsop.errors import UserError
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_DURATION_S",
+    "MAX_SEQ",
+    "MAX_SIZE32",
     "BucketName",
     "ConsumerName",
     "KvKey",
@@ -28,6 +32,14 @@ __all__ = [
     "check_stream_name",
     "check_subject",
 ]
+
+# The largest values the server's JSON fields hold, so that a larger number is refused here with
+# its name and bound rather than by the server's JSON decoder: sequences are uint64, counts and
+# sizes int64 (a message size and a KV value size int32), durations int64 nanoseconds.
+MAX_SEQ = 2**64 - 1
+MAX_COUNT = 2**63 - 1
+MAX_SIZE32 = 2**31 - 1
+MAX_DURATION_S = MAX_COUNT // 1_000_000_000
 
 _NAME_FORBIDDEN = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")
 _BUCKET = re.compile(r"^[a-zA-Z0-9_-]+$")

@@ -34,7 +34,15 @@ from natsop.models import (
 from natsop.ops._common import PageParams, duration_ns, ns_to_s, parse_time
 from natsop.ops.stream import ClusterInfo, fetch_stream_info
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import ConsumerName, StreamName, SubjectFilter, check_subject
+from natsop.validate import (
+    MAX_COUNT,
+    MAX_DURATION_S,
+    MAX_SEQ,
+    ConsumerName,
+    StreamName,
+    SubjectFilter,
+    check_subject,
+)
 
 __all__ = [
     "ConsumerInfoResult",
@@ -323,18 +331,19 @@ class ConsumerConfigParams(Params):
     deliver_policy: Literal["all", "last", "new", "by_start_sequence", "by_start_time",
                             "last_per_subject"] | None = Field(
         default=None, description="Where a new consumer starts; default all (replay from the start)")
-    opt_start_seq: int | None = Field(default=None, ge=1, description="Start at this stream sequence")
+    opt_start_seq: int | None = Field(default=None, ge=1, le=MAX_SEQ, description="Start at this stream sequence")
     opt_start_time: OptRfc3339 = Field(default=None, description="Start at this time (RFC 3339)")
     ack_policy: Literal["explicit", "none", "all"] | None = Field(
         default=None, description="Default explicit: each message acknowledged. 'none' loses messages on a crash")
     ack_wait_s: float | None = Field(default=None, gt=0, le=31_536_000,
                                      description="Seconds before an unacknowledged message is sent again (default 30)")
-    max_deliver: int | None = Field(default=None, ge=-1, description="Deliveries per message; -1 = unlimited")
-    backoff_s: list[float] | None = Field(default=None, max_length=1000,
+    max_deliver: int | None = Field(default=None, ge=-1, le=MAX_COUNT, description="Deliveries per message; -1 = unlimited")
+    backoff_s: list[Annotated[float, Field(gt=0, le=MAX_DURATION_S)]] | None = Field(
+        default=None, max_length=1000,
                                           description="Redelivery delays in seconds, one per attempt")
-    max_ack_pending: int | None = Field(default=None, ge=-1,
+    max_ack_pending: int | None = Field(default=None, ge=-1, le=MAX_COUNT,
                                         description="Unacknowledged messages allowed in flight (default 1000)")
-    max_waiting: int | None = Field(default=None, ge=1, description="Pull consumers: waiting requests (default 512)")
+    max_waiting: int | None = Field(default=None, ge=1, le=MAX_COUNT, description="Pull consumers: waiting requests (default 512)")
     replay_policy: Literal["instant", "original"] | None = Field(default=None, description="Default instant")
     sample_freq: int | None = Field(default=None, ge=0, le=100,
                                     description="Percent of acknowledgements sampled for latency advisories")
@@ -686,7 +695,7 @@ class ConsumerNextParams(ConsumerRef):
                              description="Wait at most this long for messages (max 60)")
     no_wait: bool = Field(default=False, description="Return at once with what is available")
     ack: bool = Field(default=False, description="Acknowledge each message (default: a peek, nothing acknowledged)")
-    max_bytes: int | None = Field(default=None, ge=1, description="Ask the server for at most this many bytes")
+    max_bytes: int | None = Field(default=None, ge=1, le=MAX_COUNT, description="Ask the server for at most this many bytes")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD_BYTES, ge=0, le=MAX_PAYLOAD_BYTES,
                                    description="Show at most this much of each body")
 

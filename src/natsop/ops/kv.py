@@ -48,7 +48,16 @@ from natsop.ops._kv import (
 )
 from natsop.ops.stream import ClusterInfo
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import BucketName, KvKey, SubjectFilter, check_bucket, check_kv_key
+from natsop.validate import (
+    MAX_COUNT,
+    MAX_SEQ,
+    MAX_SIZE32,
+    BucketName,
+    KvKey,
+    SubjectFilter,
+    check_bucket,
+    check_kv_key,
+)
 
 __all__ = ["KvEntry", "KvInfoResult"]
 
@@ -209,8 +218,8 @@ class KvAddParams(BucketParams):
     history: int = Field(default=1, ge=1, le=MAX_HISTORY, description="Entries kept per key (1-64)")
     ttl_s: float = Field(default=0, ge=0, le=10 * 365 * 86400,
                          description="Seconds an entry is kept; 0 = forever. Use only where expiry is the intent")
-    max_value_size: int | None = Field(default=None, ge=1, description="Largest value in bytes")
-    max_bytes: int | None = Field(default=None, ge=-1,
+    max_value_size: int | None = Field(default=None, ge=1, le=MAX_SIZE32, description="Largest value in bytes")
+    max_bytes: int | None = Field(default=None, ge=-1, le=MAX_COUNT,
                                   description="Size guard for the whole bucket in bytes; -1 = deliberately none")
     storage: Literal["file", "memory"] = Field(default="file", description="file survives restarts; memory does not")
     replicas: int = Field(default=1, ge=1, le=5, description="1 on one server; 3 in production clusters")
@@ -480,7 +489,7 @@ async def kv_delete_bucket(ctx: Context, params: KvDeleteBucketParams) -> KvDele
 
 
 class KvGetParams(KeyParams):
-    revision: int | None = Field(default=None, ge=1, description="This revision instead of the latest")
+    revision: int | None = Field(default=None, ge=1, le=MAX_SEQ, description="This revision instead of the latest")
     max_payload_bytes: int = _max_payload_field()
 
 
@@ -531,7 +540,7 @@ async def kv_get(ctx: Context, params: KvGetParams) -> KvGetResult:
 
 
 class KvHistoryParams(KeyParams):
-    from_revision: int = Field(default=0, ge=0, description="Start at this revision (next_revision of the last page)")
+    from_revision: int = Field(default=0, ge=0, le=MAX_SEQ, description="Start at this revision (next_revision of the last page)")
     limit: int = Field(default=MAX_HISTORY, ge=1, le=1000, description="At most this many entries")
     max_payload_bytes: int = _max_payload_field(1024)
 
@@ -671,7 +680,7 @@ async def kv_create(ctx: Context, params: KvCreateParams) -> KvWriteResult:
 
 
 class KvUpdateParams(KvWriteParams):
-    revision: int = Field(ge=1, description="The revision the key must be at now (compare-and-set)")
+    revision: int = Field(ge=1, le=MAX_SEQ, description="The revision the key must be at now (compare-and-set)")
 
 
 @operation("kv_update", cli="kv update", impact=Impact.WRITE, args=("bucket", "key", "value", "revision"))
@@ -690,7 +699,7 @@ async def kv_update(ctx: Context, params: KvUpdateParams) -> KvWriteResult:
 
 
 class KvDelParams(KeyParams):
-    revision: int | None = Field(default=None, ge=1,
+    revision: int | None = Field(default=None, ge=1, le=MAX_SEQ,
                                  description="Delete only if the key's latest revision is still this one")
 
 

@@ -35,7 +35,7 @@ from natsop.ops._common import duration_ns, ns_to_s
 from natsop.ops._kv import PullConsumer
 from natsop.ops.stream import ClusterInfo
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import BucketName, check_bucket
+from natsop.validate import MAX_COUNT, MAX_DURATION_S, BucketName, check_bucket
 
 __all__ = [
     "BucketDetails",
@@ -234,8 +234,8 @@ class ObjectAddParams(Params):
 
     bucket: BucketName
     description: str | None = Field(default=None, max_length=4096, description="What the bucket holds and why")
-    ttl_s: float | None = Field(default=None, ge=0, description="Expire objects after this many seconds; 0 = never")
-    max_bytes: int | None = Field(default=None, ge=-1, description="Size limit of the bucket; -1 = none (default)")
+    ttl_s: float | None = Field(default=None, ge=0, le=MAX_DURATION_S, description="Expire objects after this many seconds; 0 = never")
+    max_bytes: int | None = Field(default=None, ge=-1, le=MAX_COUNT, description="Size limit of the bucket; -1 = none (default)")
     storage: Literal["file", "memory"] = Field(default="file", description="file survives restarts")
     replicas: int = Field(default=1, ge=1, le=5, description="1 on one server; 3 in production clusters")
     compression: bool = Field(default=True, description="S2-compress stored chunks (little gain on compressed data)")

@@ -21,7 +21,7 @@ from natsop.jsapi import stream_request
 from natsop.models import decode_input
 from natsop.ops._common import require_server
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import PublishSubject, StreamName, SubjectFilter
+from natsop.validate import MAX_SEQ, PublishSubject, StreamName, SubjectFilter
 
 __all__ = ["stream_publish"]
 
@@ -42,7 +42,7 @@ class BatchMessage(BaseModel):
 class PublishBatchParams(Params):
     messages: list[BatchMessage] = Field(min_length=1, max_length=MAX_BATCH,
                                          description=f"The messages, stored all together or not at all (max {MAX_BATCH})")
-    expected_last_seq: int | None = Field(default=None, ge=0,
+    expected_last_seq: int | None = Field(default=None, ge=0, le=MAX_SEQ,
                                           description="Store the batch only if the stream's last sequence is this")
     timeout_s: float = Field(default=5.0, gt=0, le=60, description="Seconds to wait for the stream's answer")
 

@@ -28,7 +28,7 @@ from natsop.ops._common import (
     subject_counts,
 )
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import StreamName, SubjectFilter
+from natsop.validate import MAX_COUNT, MAX_DURATION_S, MAX_SEQ, MAX_SIZE32, StreamName, SubjectFilter
 
 __all__ = [
     "ClusterInfo",
@@ -205,16 +205,16 @@ class StreamConfigParams(Params):
         default=None, description="Default limits: keep messages until a limit removes them")
     storage: Literal["file", "memory"] | None = Field(default=None, description="Default file")
     replicas: int | None = Field(default=None, ge=1, le=5, description="1 on one server; 3 in production clusters")
-    max_msgs: int | None = Field(default=None, ge=-1, description="Most messages kept; -1 = no limit")
-    max_bytes: int | None = Field(default=None, ge=-1,
+    max_msgs: int | None = Field(default=None, ge=-1, le=MAX_COUNT, description="Most messages kept; -1 = no limit")
+    max_bytes: int | None = Field(default=None, ge=-1, le=MAX_COUNT,
                                   description="Most bytes kept; -1 = no limit (set one: disks fill)")
-    max_age_s: float | None = Field(default=None, ge=0, description="Seconds to keep a message; 0 = forever")
-    max_msg_size: int | None = Field(default=None, ge=-1, description="Largest message accepted; -1 = no limit")
-    max_msgs_per_subject: int | None = Field(default=None, ge=-1,
+    max_age_s: float | None = Field(default=None, ge=0, le=MAX_DURATION_S, description="Seconds to keep a message; 0 = forever")
+    max_msg_size: int | None = Field(default=None, ge=-1, le=MAX_SIZE32, description="Largest message accepted; -1 = no limit")
+    max_msgs_per_subject: int | None = Field(default=None, ge=-1, le=MAX_COUNT,
                                              description="Messages kept per subject (1 = last value); -1 = no limit")
     discard: Literal["old", "new"] | None = Field(
         default=None, description="At a limit: old drops the oldest messages, new refuses new ones (default old)")
-    duplicate_window_s: float | None = Field(default=None, ge=0, description="Dedup window for Nats-Msg-Id")
+    duplicate_window_s: float | None = Field(default=None, ge=0, le=MAX_DURATION_S, description="Dedup window for Nats-Msg-Id")
     compression: Literal["none", "s2"] | None = Field(default=None, description="s2 is worth it for file streams")
     deny_delete: bool | None = Field(default=None, description="True for event streams: messages are never deleted")
     deny_purge: bool | None = Field(default=None, description="True for event streams: never purged")
@@ -223,12 +223,12 @@ class StreamConfigParams(Params):
     allow_direct: bool | None = Field(default=None,
                                       description="Serve Direct Get from every replica (stream_add's default: on)")
     mirror_direct: bool | None = Field(default=None, description="Mirrors of this stream also answer Direct Get")
-    max_consumers: int | None = Field(default=None, ge=-1, description="-1 = unlimited")
+    max_consumers: int | None = Field(default=None, ge=-1, le=MAX_COUNT, description="-1 = unlimited")
     discard_new_per_subject: bool | None = Field(
         default=None, description="With discard=new and max_msgs_per_subject: refuse new messages per subject")
-    first_seq: int | None = Field(default=None, ge=1, description="Sequence of the first message (create only)")
+    first_seq: int | None = Field(default=None, ge=1, le=MAX_SEQ, description="Sequence of the first message (create only)")
     allow_msg_ttl: bool | None = Field(default=None, description="Allow per-message TTL (Nats-TTL, 2.11+)")
-    subject_delete_marker_ttl_s: float | None = Field(default=None, ge=1, description="2.11+; needs rollup")
+    subject_delete_marker_ttl_s: float | None = Field(default=None, ge=1, le=MAX_DURATION_S, description="2.11+; needs rollup")
     allow_atomic: bool | None = Field(default=None, description="Atomic batch publish (2.12+)")
     allow_msg_counter: bool | None = Field(default=None, description="Distributed counters (2.12+, create only)")
     allow_msg_schedules: bool | None = Field(default=None, description="Message schedules (2.12+)")
@@ -550,8 +550,8 @@ async def stream_delete(ctx: Context, params: StreamDeleteParams) -> StreamDelet
 class StreamPurgeParams(ConfirmParams):
     stream: StreamName
     subject: SubjectFilter | None = Field(default=None, description="Only messages on this subject")
-    seq: int | None = Field(default=None, ge=1, description="Purge up to, but not including, this sequence")
-    keep: int | None = Field(default=None, ge=0, description="Keep this many newest messages")
+    seq: int | None = Field(default=None, ge=1, le=MAX_SEQ, description="Purge up to, but not including, this sequence")
+    keep: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="Keep this many newest messages")
 
 
 class StreamPurgeResult(Confirmable):

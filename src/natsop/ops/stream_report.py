@@ -17,7 +17,7 @@ from natsop.errors import UserError
 from natsop.ops._common import PageParams, parse_time
 from natsop.ops.stream import StreamSummary, summarize
 from natsop.registry import Result, operation
-from natsop.validate import SubjectFilter
+from natsop.validate import MAX_COUNT, MAX_SEQ, SubjectFilter
 
 __all__ = ["StreamReportRow", "all_stream_infos", "replica_health"]
 
@@ -92,8 +92,8 @@ class StreamFindParams(PageParams):
     name_contains: str | None = Field(default=None, min_length=1, max_length=255,
                                       description="Streams whose name contains this (any case)")
     empty: bool | None = Field(default=None, description="true: only empty streams; false: only non-empty ones")
-    min_messages: int | None = Field(default=None, ge=0, description="Streams holding at least this many messages")
-    min_bytes: int | None = Field(default=None, ge=0, description="Streams holding at least this many bytes")
+    min_messages: int | None = Field(default=None, ge=0, le=MAX_SEQ, description="Streams holding at least this many messages")
+    min_bytes: int | None = Field(default=None, ge=0, le=MAX_COUNT, description="Streams holding at least this many bytes")
     storage: Literal["file", "memory"] | None = Field(default=None, description="Streams with this storage")
     max_replicas: int | None = Field(default=None, ge=1, le=5,
                                      description="Streams with at most this many replicas (natscli --replicas)")
