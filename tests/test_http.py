@@ -89,7 +89,7 @@ async def test_every_request_needs_the_token(http_env: dict[str, str], tmp_path:
                            "clientInfo": {"name": "t", "version": "1"}}}
         headers = {"Accept": "application/json, text/event-stream"}
         for auth in (None, "Bearer wrong-token-wrong-token", f"Bearer {TOKEN}x", f"Basic {TOKEN}", TOKEN,
-                     f"bearer {TOKEN}"):
+                     f"Bearer{TOKEN}", f"{TOKEN} Bearer", "Bearer"):
             sent = headers | ({"Authorization": auth} if auth else {})
             resp = httpx2.post(mcp_url, json=init, headers=sent, timeout=5)
             assert resp.status_code == 401, (auth, resp.status_code)
@@ -99,6 +99,10 @@ async def test_every_request_needs_the_token(http_env: dict[str, str], tmp_path:
             ("Accept", "application/json, text/event-stream"), ("Authorization", "Bearer nope-nope-nope-nope"),
             ("Authorization", f"Bearer {TOKEN}")])
         assert twice.status_code == 401
+        # The scheme's name is case-insensitive (RFC 7235).
+        for scheme in ("bearer", "BEARER"):
+            accepted = httpx2.post(mcp_url, json=init, timeout=5, headers=headers | {"Authorization": f"{scheme} {TOKEN}"})
+            assert accepted.status_code == 200, (scheme, accepted.status_code)
         assert httpx2.get(mcp_url, timeout=5).status_code == 401
         assert httpx2.delete(mcp_url, timeout=5).status_code == 401
         # Health needs no token and says nothing about it.

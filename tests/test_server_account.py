@@ -258,6 +258,28 @@ async def test_connections_report_top_truncates_and_keeps_the_total(toolkit: Too
     assert by_subs.connections[0].subscriptions >= 3
 
 
+async def test_connections_report_pages_through_the_ranking(toolkit: Toolkit, busy_client: nats.NATS) -> None:
+    await toolkit.context.nc()
+    whole: Any = await toolkit.call("account_report_connections", sort="cid", top=1000, **FAST)
+    assert len(whole.connections) >= 3 and whole.next_offset is None and not whole.truncated
+    seen: list[int] = []
+    offset: int | None = 0
+    while offset is not None:
+        page: Any = await toolkit.call("account_report_connections", sort="cid", top=1, offset=offset, **FAST)
+        assert page.offset == offset and len(page.connections) <= 1
+        seen += [c.cid for c in page.connections]
+        offset = page.next_offset
+        assert len(seen) <= len(whole.connections) + 5, "paging does not end"
+    # Connections come and go (each page is a new request), but the ones that stayed keep their order.
+    steady = [cid for cid in seen if cid in {c.cid for c in whole.connections}]
+    assert steady == sorted(steady) and len(steady) >= 3
+    beyond: Any = await toolkit.call("account_report_connections", sort="cid", offset=5000, **FAST)
+    assert (beyond.connections, beyond.truncated, beyond.next_offset) == ([], False, None)
+    with pytest.raises(UserError) as deep:
+        await toolkit.call("account_report_connections", top=1000, offset=9500, **FAST)
+    assert "10,000" in deep.value.message
+
+
 async def test_connections_report_without_system_account_shows_own_account(no_system: Toolkit,
                                                                            busy_client: nats.NATS,
                                                                            uniq: str) -> None:

@@ -86,12 +86,16 @@ class _BearerGate:
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self.expected = b"Bearer " + token.encode()
+        self.expected = token.encode()
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         values = [v for k, v in scope.get("headers") or [] if k.lower() == b"authorization"]
-        # Exactly one Authorization header, compared in constant time.
-        return len(values) == 1 and hmac.compare_digest(values[0], self.expected)
+        # Exactly one Authorization header; the scheme is case-insensitive (RFC 7235), the token compared
+        # in constant time.
+        if len(values) != 1:
+            return False
+        scheme, _, credentials = values[0].partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), self.expected)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]

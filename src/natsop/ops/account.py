@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from natsop.context import Context
-from natsop.errors import NatsopError, ServerError, Unsupported, from_api_error, from_nats, scrub
+from natsop.errors import NatsopError, ServerError, Unsupported, UserError, from_api_error, from_nats, scrub
 from natsop.jsapi import decode_response
 from natsop.ops._common import PageParams, parse_time
 from natsop.ops._sysreq import (
@@ -179,6 +179,7 @@ _SERVER_SORT: dict[str, str] = {
 }
 # Sums (in + out) no server sorts by: each server's first SCAN_LIMIT connections are ranked here.
 SCAN_LIMIT = 1024
+MAX_REPORT_DEPTH = 10_000  # offset + top: each server sends that many connections
 MAX_SUBJECTS_PER_CONNECTION = 100
 
 
@@ -189,6 +190,8 @@ class ConnectionsParams(GatherParams):
                              description="Only connections authenticated as this user")
     sort: ConnSort = Field(default="subs", description="Largest first (uptime: longest running first; cid: lowest)")
     top: int = Field(default=20, ge=1, le=1000, description="Show this many connections")
+    offset: int = Field(default=0, ge=0, le=MAX_REPORT_DEPTH - 1,
+                        description="Skip this many of the ranking (next_offset of the previous page)")
     subscriptions: bool = Field(default=False,
                                 description=f"List each connection's subjects (at most {MAX_SUBJECTS_PER_CONNECTION})")
 
@@ -242,7 +245,9 @@ class ConnectionsReport(Result):
         description="'system': every account through the system account; 'account': this account's own only")
     sort: str
     connections: list[ConnectionRow]
-    truncated: bool = Field(description="True when more connections match than are shown (raise `top`)")
+    offset: int = Field(default=0, description="Rank of the first connection shown (0 = the top)")
+    truncated: bool = Field(description="True when more connections follow; call again with offset=next_offset")
+    next_offset: int | None = None
     totals: ConnectionTotals
     servers: list[ServerConnections] = Field(description="Matching connections per server")
     note: str | None = None
@@ -307,9 +312,14 @@ async def account_report_connections(ctx: Context, params: ConnectionsParams) ->
     With the system account it covers every account (narrow it with `account`); without
     one, the account's own connections. Shows user names but never credentials.
     """
+    depth = params.offset + params.top
+    if depth > MAX_REPORT_DEPTH:
+        raise UserError(f"offset + top is {depth:,}; a report reaches at most {MAX_REPORT_DEPTH:,} deep",
+                        code="invalid_argument",
+                        hint="Narrow the report (account, user) or sort so the connections you want come first.")
     nc, is_system = await _reporting_connection(ctx, params.account_name)
     combined = params.sort not in _SERVER_SORT
-    limit = SCAN_LIMIT if combined else params.top
+    limit = max(SCAN_LIMIT, depth) if combined else depth
     body: dict[str, Any] = {"sort": _SERVER_SORT.get(params.sort, "cid"), "limit": limit, "offset": 0,
                             "auth": True, "subscriptions": params.subscriptions}
     if params.account:
@@ -338,7 +348,8 @@ async def account_report_connections(ctx: Context, params: ConnectionsParams) ->
         per_server.append(ServerConnections(server=ref.name, cluster=ref.cluster, connections=count))
         rows.extend(_connection_row(c, ref, params.subscriptions) for c in conns)
     rows.sort(key=_rank(params.sort))
-    shown = [row for row, _ in rows[: params.top]]
+    shown = [row for row, _ in rows[params.offset: depth]]
+    more = total > params.offset + len(shown)
     notes: list[str] = []
     if not is_system:
         notes.append(_NO_SYSTEM_NOTE.format(what="connections"))
@@ -352,7 +363,9 @@ async def account_report_connections(ctx: Context, params: ConnectionsParams) ->
         view="system" if is_system else "account",
         sort=params.sort,
         connections=shown,
-        truncated=total > len(shown),
+        offset=params.offset,
+        truncated=more,
+        next_offset=params.offset + len(shown) if more else None,
         totals=ConnectionTotals(
             connections=total, shown=len(shown),
             in_msgs=sum(r.in_msgs for r in shown), out_msgs=sum(r.out_msgs for r in shown),
