@@ -143,3 +143,80 @@ async def test_sigterm_stops_a_long_cli_command_and_its_embedded_server(tmp_path
     assert _embedded_pids(env) == []
     assert b"Traceback" not in err, err
     assert code == 1 and b"[terminated]" in err, err
+
+
+async def test_serve_started_under_nohup_keeps_ignoring_sighup(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    env = bare_env(tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "natsop", "serve", env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not _embedded_pids(env):
+            assert loop.time() < deadline and proc.returncode is None
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(1)
+        assert proc.returncode is None and _embedded_pids(env), "SIGHUP stopped a natsop started under nohup"
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0 and _embedded_pids(env) == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigterm_at_a_confirmation_prompt_stops_at_once_and_changes_nothing(tmp_path: Path) -> None:
+    import pty
+    import signal
+    import sys
+
+    env = bare_env(tmp_path)
+    async with mcp_client(env) as client:
+        assert not (await client.call_tool("stream_add", {"stream": "KEEP"})).is_error
+    controller, terminal = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "natsop", "stream", "rm", "KEEP", env=env,
+                                                    stdin=terminal, stdout=terminal, stderr=terminal)
+        try:
+            loop = asyncio.get_running_loop()
+            shown = b""
+            deadline = loop.time() + 30
+            while b"Really do this?" not in shown:
+                assert loop.time() < deadline, shown
+                ready = await loop.run_in_executor(None, _read_some, controller)
+                shown += ready
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 15)
+            while chunk := await loop.run_in_executor(None, _read_some, controller):
+                shown += chunk
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert proc.returncode == 1 and b"[terminated]" in shown and b"Traceback" not in shown, shown
+    assert _embedded_pids(env) == []
+    async with mcp_client(env) as client:
+        assert not (await client.call_tool("stream_info", {"stream": "KEEP"})).is_error
+
+
+def _read_some(fd: int) -> bytes:
+    """What a pty has to read within a moment (b"" when nothing, or when the other side is gone)."""
+    import select
+
+    if not select.select([fd], [], [], 0.5)[0]:
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""

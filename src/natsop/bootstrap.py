@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from natsop.context import Context
 from natsop.settings import embedded_settings, load_settings
@@ -26,7 +26,7 @@ from natsop.settings import embedded_settings, load_settings
 if TYPE_CHECKING:
     from natsop.embedded import ServerLease
 
-__all__ = ["ConnectOptions", "Termination", "data_dir", "open_context", "termination"]
+__all__ = ["ConnectOptions", "Terminated", "Termination", "data_dir", "open_context", "termination"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,10 @@ async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str
             await lease.release()
 
 
+class Terminated(Exception):
+    """SIGTERM or SIGHUP arrived while natsop was blocked outside the event loop (a prompt)."""
+
+
 class Termination:
     """SIGTERM or SIGHUP, turned into an orderly stop of whatever `when_asked` names.
 
@@ -100,17 +104,30 @@ class Termination:
     action kills it on the spot, leaving the embedded nats-server it started running (and its
     data directory locked) with nobody to stop it. Instead, the stop given to `when_asked` runs
     on the event loop (at once if a signal came before), and natsop winds down through its
-    `finally` blocks: the context closes and the lease stops its server.
+    `finally` blocks: the context closes and the lease stops its server. Code that blocks the
+    event loop (a confirmation prompt) runs inside `blocking()`, where a signal raises
+    `Terminated` on the spot instead, since the loop could not run the stop.
     """
 
     def __init__(self) -> None:
         self.requested = False
         self._stop: Callable[[], object] | None = None
+        self._blocked = False
 
     def when_asked(self, stop: Callable[[], object]) -> None:
         self._stop = stop
         if self.requested:
             stop()
+
+    @contextlib.contextmanager
+    def blocking(self) -> Iterator[None]:
+        self._blocked = True
+        try:
+            if self.requested:
+                raise Terminated()
+            yield
+        finally:
+            self._blocked = False
 
     def _signalled(self) -> None:
         self.requested = True
@@ -123,7 +140,8 @@ def termination() -> Iterator[Termination]:
     """Handle SIGTERM and SIGHUP within this block (main thread, POSIX; elsewhere it does nothing).
 
     Python-level handlers, so that a library that installs its own for a while (uvicorn does,
-    for SIGTERM) restores them afterwards; they hand the stop to the event loop.
+    for SIGTERM) restores them afterwards; they hand the stop to the event loop. A signal the
+    process was started ignoring (`nohup` ignores SIGHUP) stays ignored.
     """
     term = Termination()
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
@@ -132,14 +150,23 @@ def termination() -> Iterator[Termination]:
     loop = asyncio.get_running_loop()
 
     def handler(_signum: int, _frame: object) -> None:
+        if term._blocked:
+            term.requested = True
+            raise Terminated()
         loop.call_soon_threadsafe(term._signalled)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        current = signal.getsignal(sig)
+        if current is signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handler)
     try:
         yield term
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # None: a handler not installed from Python; the default is the closest Python can restore.
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
 async def _stand_by(leases: list[ServerLease]) -> None:

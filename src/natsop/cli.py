@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from natsop import __version__
-from natsop.bootstrap import ConnectOptions, open_context, termination
+from natsop.bootstrap import ConnectOptions, Terminated, Termination, open_context, termination
 from natsop.context import Context
 from natsop.errors import NatsopError, UserError
 from natsop.models import Confirmable
@@ -475,17 +475,19 @@ async def _run(state: _State, op: Operation, arguments: dict[str, Any], force: b
         task = asyncio.current_task()
         assert task is not None
         term.when_asked(task.cancel)
-        await _run_in_context(state, op, arguments, force)
+        await _run_in_context(state, op, arguments, force, term)
 
 
-async def _run_in_context(state: _State, op: Operation, arguments: dict[str, Any], force: bool) -> None:
+async def _run_in_context(state: _State, op: Operation, arguments: dict[str, Any], force: bool,
+                          term: Termination) -> None:
     async with open_context(state.conn, files_dir=state.files_dir,
                             confine_files=state.files_dir is not None) as base:
         base.read_only = state.read_only  # a read-only tool refuses the arguments that would make it act
         result = await _run_shown(state, base, op, arguments)
         if isinstance(result, Confirmable) and result.confirmation_required:
             if not force:
-                _confirm(state, result)
+                with term.blocking():  # the prompt holds the event loop: a signal must interrupt it
+                    _confirm(state, result)
             result = await _run_shown(state, base, op, {**arguments, "confirm": result.confirm_with})
         _emit(result, state.as_json)
     status = result.exit_status() if isinstance(result, Result) else 0
@@ -585,7 +587,7 @@ def _command(op: Operation, words: _Words, route: tuple[str, Operation] | None =
             _fail(err, state.as_json)
         except KeyboardInterrupt:
             _fail(NatsopError("interrupted", code="interrupted"), state.as_json)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Terminated):
             _fail(NatsopError("terminated by a signal (SIGTERM or SIGHUP)", code="terminated"), state.as_json)
 
     tag = {"read": "", "write": " [writes]", "destructive": " [destructive]"}[op.impact.value]
