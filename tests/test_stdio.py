@@ -90,3 +90,32 @@ async def test_a_real_client_over_the_pipe_transport() -> None:
         for n in (0, 1, 70_000, 1_000_000):  # around the pipe buffer and the write high-water mark
             result = await client.call_tool("size", {"text": "y" * n})
             assert result.content[0].text == str(n)  # type: ignore[union-attr]
+
+
+def test_a_terminal_on_stdin_is_read_by_a_thread(tmp_path: Path) -> None:
+    """A terminal stays off the event loop (it would make stderr non-blocking too); its reads go to a thread."""
+    import os
+    import pty
+    import tty
+
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)  # no line editing or echo: the bytes pass as they are
+    err_path = tmp_path / "stderr"
+    with err_path.open("wb") as err_file:
+        proc = subprocess.Popen([sys.executable, str(SERVER)], stdin=terminal, stdout=subprocess.PIPE, stderr=err_file)
+    os.close(terminal)
+    assert proc.stdout is not None
+    try:
+        os.write(controller, _script(("transport", {}), ("size", {"text": "z" * 100_000})))
+        lines = [proc.stdout.readline() for _ in range(3)]  # initialize, then the two calls
+        answers = {m["id"]: m["result"]["content"][0]["text"] for m in map(json.loads, lines) if m.get("id")}
+        assert answers == {1: "thread/loop", 2: "100000"}, err_path.read_text()
+    finally:
+        os.close(controller)  # the terminal hangs up: the reader thread ends the input
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+    assert proc.returncode == 0, err_path.read_text()

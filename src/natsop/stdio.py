@@ -8,10 +8,11 @@ whenever an MCP client starts natsop, they can be read and written by the event 
 directly instead. natsop still runs the SDK's `stdio_server` for the protocol side
 (message parsing, the session streams); only the byte I/O underneath it changes.
 
-A terminal is read and written on the event loop too. That matters beyond speed: a read
-on the event loop can be cancelled (SIGTERM stops `natsop serve` in order), while a worker
-thread blocked reading a terminal would hold the process until someone typed a line.
-Regular files and the null device, which never block for long, go through threads.
+Anything else (a terminal, a regular file, the null device) goes through threads, as in the
+SDK, with one difference: stdin is read by a daemon thread of natsop's own, so that a read
+blocked on a terminal never holds up the end of the session (SIGTERM stops `natsop serve`
+in order) or the exit of the process. Terminals stay off the event loop because it would
+make their shared file description non-blocking, stderr included.
 
 Like the SDK, natsop takes fd 0 and 1 for the wire while it serves: fd 0 then reads
 the null device and fd 1 goes to stderr, so stray prints or child processes cannot
@@ -28,6 +29,7 @@ import io
 import os
 import stat
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, cast
 
@@ -42,12 +44,12 @@ Way = Literal["loop", "thread", "sdk"]
 
 
 def _on_the_loop(fd: int) -> bool:
-    """Whether the event loop can watch `fd`: a pipe, a socket or a terminal (not a regular file)."""
+    """Whether `fd` is served on the event loop: a pipe or a socket."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def io_plan() -> tuple[Way, Way]:
@@ -78,6 +80,60 @@ class _Lines:
             if not end.partial:
                 raise StopAsyncIteration from None
             line = end.partial  # a last line without a newline
+        return line.decode("utf-8", "replace")
+
+
+class _ThreadLines:
+    """`async for line in ...` over a descriptor read by a daemon thread.
+
+    The thread owns `fd` and closes it at end of input. Waiting for a line can be cancelled
+    at any time; a read still blocked (a terminal nobody types in) is left to the thread,
+    which as a daemon does not keep the process alive. Lines queue up to `_QUEUED` at most.
+    """
+
+    _QUEUED = 16
+
+    def __init__(self, fd: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._lines: asyncio.Queue[bytes | None] = asyncio.Queue(self._QUEUED)
+        threading.Thread(target=self._pump, args=(fd,), name="natsop stdin", daemon=True).start()
+
+    def _put(self, item: bytes | None) -> bool:
+        try:
+            asyncio.run_coroutine_threadsafe(self._lines.put(item), self._loop).result()
+        except (RuntimeError, asyncio.CancelledError):  # the loop is closed: nobody reads any more
+            return False
+        return True
+
+    def _pump(self, fd: int) -> None:
+        pending = bytearray()
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                searched = len(pending)
+                pending += chunk
+                while (end := pending.find(b"\n", searched)) >= 0:
+                    if not self._put(bytes(pending[: end + 1])):
+                        return
+                    del pending[: end + 1]
+                    searched = 0
+                if len(pending) > MAX_LINE_BYTES:
+                    break
+            if pending:
+                self._put(bytes(pending))  # a last line without a newline
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            self._put(None)
+
+    def __aiter__(self) -> _ThreadLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._lines.get()
+        if line is None:
+            self._lines.put_nowait(None)  # stays at the end for any later reader
+            raise StopAsyncIteration
         return line.decode("utf-8", "replace")
 
 
@@ -175,9 +231,7 @@ async def stdio_transport() -> AsyncIterator[tuple[Any, Any]]:
                                                                  os.fdopen(wire_in, "rb", buffering=0))
                 lines = _Lines(reader)
             else:
-                text_in = files.enter_context(io.TextIOWrapper(os.fdopen(wire_in, "rb"), encoding="utf-8",
-                                                               errors="replace"))
-                lines = anyio.wrap_file(text_in)
+                lines = _ThreadLines(wire_in)
             if way_out == "loop":
                 write_transport, flow = await loop.connect_write_pipe(_WriteFlow,
                                                                       os.fdopen(wire_out, "wb", buffering=0))
