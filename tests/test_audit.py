@@ -474,7 +474,9 @@ def test_many_consumers_critical_above_100k() -> None:
         {"config": {"name": name, "max_consumers": limit}, "state": {"consumer_count": n}}
         for name, n, limit in (("HUGE", 100_001, -1), ("BIG", 100_000, -1), ("NEAR", 950, -1), ("FINE", 10, -1),
                                # A limit set on purpose: judged against that limit, not the default's.
-                               ("RAISED", 950, 5000), ("TIGHT", 95, 100))])
+                               ("RAISED", 950, 5000), ("TIGHT", 95, 100),
+                               # An exclusive work queue: one consumer by design.
+                               ("EXCLUSIVE", 1, 1))])
     found = {f.object: (f.severity, f.observed) for f in run_rules(observed) if f.rule == "stream-many-consumers"}
     assert found == {"stream HUGE": ("critical", {"consumers": 100_001}),
                      "stream BIG": ("warning", {"consumers": 100_000}),

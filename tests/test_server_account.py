@@ -258,7 +258,8 @@ async def test_connections_report_top_truncates_and_keeps_the_total(toolkit: Too
     assert by_subs.connections[0].subscriptions >= 3
 
 
-async def test_connections_report_pages_through_the_ranking(toolkit: Toolkit, busy_client: nats.NATS) -> None:
+async def test_connections_report_pages_through_the_ranking(toolkit: Toolkit, server: EmbeddedServer,
+                                                             busy_client: nats.NATS) -> None:
     await toolkit.context.nc()
     whole: Any = await toolkit.call("account_report_connections", sort="cid", top=1000, **FAST)
     assert len(whole.connections) >= 3 and whole.next_offset is None and not whole.truncated
@@ -273,6 +274,21 @@ async def test_connections_report_pages_through_the_ranking(toolkit: Toolkit, bu
     # Connections come and go (each page is a new request), but the ones that stayed keep their order.
     steady = [cid for cid in seen if cid in {c.cid for c in whole.connections}]
     assert steady == sorted(steady) and len(steady) >= 3
+    # Pages of a ranking full of ties (idle connections: no subscriptions) cover every connection once.
+    idle = [await nats.connect(server.url, user=server.app.user, password=server.app.password) for _ in range(6)]
+    try:
+        everyone = {c.cid for c in (await toolkit.call("account_report_connections", sort="subs", top=1000,
+                                                       **FAST)).connections}  # type: ignore[attr-defined]
+        paged: list[int] = []
+        offset = 0
+        while offset is not None:
+            page = await toolkit.call("account_report_connections", sort="subs", top=2, offset=offset, **FAST)
+            paged += [c.cid for c in page.connections]  # type: ignore[attr-defined]
+            offset = page.next_offset  # type: ignore[attr-defined]
+        assert sorted(paged) == sorted(everyone) and len(everyone) >= 9
+    finally:
+        for nc in idle:
+            await nc.close()
     beyond: Any = await toolkit.call("account_report_connections", sort="cid", offset=5000, **FAST)
     assert (beyond.connections, beyond.truncated, beyond.next_offset) == ([], False, None)
     with pytest.raises(UserError) as deep:

@@ -278,8 +278,9 @@ def _many_consumers(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
                           "Each consumer carries metadata and state; beyond 100,000 the stream's overhead "
                           "dominates.", "Redesign: fewer consumers with broader filters.")
         elif limit > 0:
-            # A limit set on purpose: warn only as the stream nears it (at the same fraction as the default's).
-            if n >= limit * t["near_default_limit"] / DEFAULT_MAX_CONSUMERS:
+            # A limit set on purpose: warn only as the stream nears it (at the same fraction as the default's),
+            # and only for a limit meant for growth; a stream capped at a few consumers is full by design.
+            if limit >= t["min_limit"] and n >= limit * t["near_default_limit"] / DEFAULT_MAX_CONSUMERS:
                 yield Finding("stream-many-consumers", "warning", f"stream {_name(s)}",
                               {"consumers": n, "max_consumers": limit},
                               "The stream is near its max_consumers: creating more consumers will fail.",
@@ -634,7 +635,7 @@ RULES: tuple[Rule, ...] = (
          "The server evaluates all filters; use broader wildcards.", {"max_filters": 300}, _many_filters),
     Rule("stream-many-consumers", "warning", "Stream with very many consumers",
          ">100K consumers per stream is a redesign; 2.15 limits 1,000 by default.",
-         {"critical": 100_000, "near_default_limit": 900}, _many_consumers),
+         {"critical": 100_000, "near_default_limit": 900, "min_limit": 100}, _many_consumers),
     Rule("undocumented-defaults", "info", "Defaults changed without a recorded reason",
          "Defaults are sacred; document why when you change one.", {}, _undocumented_defaults),
     Rule("sync-interval", "critical", "Durability depends on sync_interval",

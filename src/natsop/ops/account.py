@@ -319,7 +319,9 @@ async def account_report_connections(ctx: Context, params: ConnectionsParams) ->
                         hint="Narrow the report (account, user) or sort so the connections you want come first.")
     nc, is_system = await _reporting_connection(ctx, params.account_name)
     combined = params.sort not in _SERVER_SORT
-    limit = max(SCAN_LIMIT, depth) if combined else depth
+    # Every page asks each server for the same connections, so that the local order (ties broken by
+    # server and cid) ranks the same set on every page; a server asked for fewer picks among ties anew.
+    limit = max(SCAN_LIMIT, depth)
     body: dict[str, Any] = {"sort": _SERVER_SORT.get(params.sort, "cid"), "limit": limit, "offset": 0,
                             "auth": True, "subscriptions": params.subscriptions}
     if params.account:
@@ -354,8 +356,11 @@ async def account_report_connections(ctx: Context, params: ConnectionsParams) ->
     if not is_system:
         notes.append(_NO_SYSTEM_NOTE.format(what="connections"))
     if combined and not scanned_all:
-        notes.append(f"Sorted by {params.sort} among the first {SCAN_LIMIT} connections of each server "
+        notes.append(f"Sorted by {params.sort} among the first {limit} connections of each server "
                      "(no server sorts by in+out); use in-/out- sorts for an exact top.")
+    elif not scanned_all and params.offset:
+        notes.append(f"A server has more than {limit} matching connections: pages may repeat or skip "
+                     "connections that tie at the page boundary.")
     if not replies:
         notes.append(f"No server answered within {params.timeout_s:g}s.")
     per_server.sort(key=lambda s: s.server)
