@@ -24,6 +24,19 @@ async def on_cluster(cluster: EmbeddedCluster, tmp_path: Path) -> AsyncIterator[
         yield tk
 
 
+async def _fetch(psub: Any, n: int) -> list[Any]:
+    """nats-py's fetch, waiting out the moment after a consumer's creation when its interest has not yet
+    reached this server (the cluster answers the pull with 503 no responders: ServiceUnavailableError)."""
+    import nats.js.errors
+
+    for _ in range(50):
+        try:
+            return list(await psub.fetch(n, timeout=10))
+        except nats.js.errors.ServiceUnavailableError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the consumer never answered a pull")
+
+
 async def _all_replicas_current(nc: Any, stream: str, replicas: int, timeout_s: float = 20.0) -> dict[str, Any]:
     """Stream info once the leader and every follower are current (followers serve Direct Get too)."""
     loop = asyncio.get_running_loop()
@@ -49,7 +62,7 @@ async def test_r3_backup_from_the_cluster_restores_into_a_single_server(
         for seq in range(100, 5000, 100):
             assert (await api(nc, f"STREAM.MSG.DELETE.{uniq}", {"seq": seq})).get("success")
         psub = await nc.jetstream().pull_subscribe(f"{uniq}.>", durable="W", stream=uniq)
-        for m in await psub.fetch(120, timeout=10):
+        for m in await _fetch(psub, 120):
             await m.ack_sync()
         await psub.unsubscribe()
         source_floor = (await api(nc, f"CONSUMER.INFO.{uniq}.W"))["ack_floor"]

@@ -487,3 +487,51 @@ def test_every_verb_through_the_cli(cli: CliFn, server: EmbeddedServer, uniq: st
     assert json.loads(missing.output)["error"]["code"] == "consumer_not_found"
     text = cli("consumer", "info", uniq, "work")
     assert text.exit_code == 1
+
+
+def _first_pulls_unanswered(nc: Any, monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
+    """Send the first `times` pull requests to a subject nobody serves, as when a consumer's interest has
+    not yet reached this server in a cluster: the server answers those with a 503. Returns the subjects sent."""
+    real = nc.publish
+    sent: list[str] = []
+
+    async def publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
+        if ".CONSUMER.MSG.NEXT." in subject:
+            sent.append(subject)
+            if len(sent) <= times:
+                subject = "$JS.API.CONSUMER.MSG.NEXT.NOBODY.HOME"
+        await real(subject, payload, reply=reply, headers=headers)
+
+    monkeypatch.setattr(nc, "publish", publish)
+    return sent
+
+
+@pytest.mark.parametrize("tool", ["consumer_next", "kv_watch"])
+async def test_a_pull_nobody_answers_yet_is_sent_again(toolkit: Toolkit, uniq: str, tool: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    nc = await toolkit.context.nc()
+    if tool == "consumer_next":
+        await toolkit.call("stream_add", stream=uniq)
+        await toolkit.call("publish", subject=uniq, payload="hello")
+        await toolkit.call("consumer_add", stream=uniq, consumer="c")
+        sent = _first_pulls_unanswered(nc, monkeypatch, times=2)
+        got: Any = await toolkit.call("consumer_next", stream=uniq, consumer="c", timeout_s=3)
+        assert [m.payload.data for m in got.messages] == ["hello"], got
+    else:
+        await toolkit.call("kv_add", bucket=uniq)
+        await toolkit.call("kv_put", bucket=uniq, key="k", value="v1")
+        sent = _first_pulls_unanswered(nc, monkeypatch, times=2)
+        watched: Any = await toolkit.call("kv_watch", bucket=uniq, initial_values=True, max_entries=1)
+        assert [e.value.data for e in watched.entries] == ["v1"], watched
+    assert len(sent) == 3  # two unanswered, then the one that was served
+    # Beyond the retries a pull that nobody serves still fails (or ends) rather than waiting forever.
+    monkeypatch.undo()
+    sent = _first_pulls_unanswered(nc, monkeypatch, times=10)
+    if tool == "consumer_next":
+        ended: Any = await toolkit.call("consumer_next", stream=uniq, consumer="c", timeout_s=3)
+        assert ended.messages == [] and "503" in ended.ended
+    else:
+        with pytest.raises(NatsopError) as failed:
+            await toolkit.call("kv_watch", bucket=uniq, initial_values=True, max_entries=1)
+        assert failed.value.code == "consumer_interrupted"
+    assert len(sent) == 3

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, ServerError, Unavailable, from_nats
-from natsop.jsapi import JsApi, decode_response, stream_request
+from natsop.jsapi import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT_S, JsApi, decode_response, stream_request
 from natsop.ops._common import duration_ns, parse_time, subject_counts
 
 __all__ = [
@@ -344,11 +344,16 @@ class PullConsumer:
         reply = f"{self._inbox}.{self._pulls}"
         nc = self.js.nc
         request = {"batch": batch, "expires": max(duration_ns(expires_s), 1_000_000)}
-        try:
-            await nc.publish(self.js.subject(f"CONSUMER.MSG.NEXT.{self.stream}.{self.name}"),
-                             json.dumps(request).encode(), reply=reply)
-        except Exception as exc:
-            raise from_nats(exc, context=f"pull from {self.stream}") from None
+
+        async def send() -> None:
+            try:
+                await nc.publish(self.js.subject(f"CONSUMER.MSG.NEXT.{self.stream}.{self.name}"),
+                                 json.dumps(request).encode(), reply=reply)
+            except Exception as exc:
+                raise from_nats(exc, context=f"pull from {self.stream}") from None
+
+        await send()
+        resent = 0
         loop = asyncio.get_running_loop()
         # The server ends an unfilled pull with a 408 at `expires`; allow it a moment to arrive.
         deadline = loop.time() + expires_s + 0.25
@@ -370,6 +375,13 @@ class PullConsumer:
                     continue  # a late status for an earlier pull, or a heartbeat
                 if status in ("404", "408"):
                     return
+                if status == "503" and resent < NO_RESPONDERS_RETRIES and remaining > NO_RESPONDERS_WAIT_S:
+                    # The new consumer's interest has not reached this server yet (a cluster); nobody got the
+                    # request, so ask again (see jsapi.stream_request).
+                    resent += 1
+                    await asyncio.sleep(NO_RESPONDERS_WAIT_S)
+                    await send()
+                    continue
                 raise Unavailable(f"pull from {self.stream}: {status} {desc}".strip(), code="consumer_interrupted",
                                   hint="The consumer was removed or its leader changed; call again.")
             got += 1
