@@ -106,12 +106,18 @@ async def digest(nc: NATS, stream: str, batch: int = 1000) -> list[MessageDigest
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox, cb=on_msg)
     seq = 1
+    unanswered = 0
     try:
         while True:
             last = None
             await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": seq, "batch": batch}).encode(),
                              reply=inbox)
             status, got_last, got_pending = await asyncio.wait_for(batch_done.get(), 10)
+            if status == "503" and not got_last and unanswered < 50:
+                # A new stream on a cluster: no replica's interest has reached this server yet.
+                unanswered += 1
+                await asyncio.sleep(0.1)
+                continue
             if status == "404":
                 return out
             assert status == "204", f"direct get answered {status}"

@@ -197,7 +197,7 @@ async def _direct_get(js: JsApi, b: Bucket, suffix: str, body: dict[str, Any] | 
     subject = js.subject(f"DIRECT.GET.{b.stream}{suffix}")
     payload = json.dumps(body).encode() if body else b""
     try:
-        msg = await js.nc.request(subject, payload, timeout=js.timeout)
+        msg = await stream_request(js.nc, subject, payload, timeout=js.timeout)  # a new bucket may lack interest yet
     except Exception as exc:
         raise from_nats(exc, context=f"read bucket {b.name}") from None
     return entry_from_direct(msg)
@@ -240,7 +240,9 @@ async def direct_batch(js: JsApi, b: Bucket, body: dict[str, Any], *, limit: int
     except Exception as exc:
         raise from_nats(exc, context=f"read bucket {b.name}") from None
     try:
-        await nc.publish(js.subject(f"DIRECT.GET.{b.stream}"), json.dumps(body).encode(), reply=inbox)
+        request = json.dumps(body).encode()
+        await nc.publish(js.subject(f"DIRECT.GET.{b.stream}"), request, reply=inbox)
+        resent = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + js.timeout
         while len(out) < limit:
@@ -254,6 +256,11 @@ async def direct_batch(js: JsApi, b: Bucket, body: dict[str, Any], *, limit: int
             status, _ = _status(_headers(msg.headers))
             if status in ("204", "404"):  # end of batch, or nothing at all
                 break
+            if status == "503" and not out and resent < NO_RESPONDERS_RETRIES and remaining > NO_RESPONDERS_WAIT_S:
+                resent += 1  # no replica's interest has reached this server yet: nobody got the request
+                await asyncio.sleep(NO_RESPONDERS_WAIT_S)
+                await nc.publish(js.subject(f"DIRECT.GET.{b.stream}"), request, reply=inbox)
+                continue
             entry = entry_from_direct(msg)
             if entry is None:
                 break
