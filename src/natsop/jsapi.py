@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from natsop.connection import ensure_up, watch_lost
 from natsop.errors import NatsopError, ServerError, from_api_error, from_nats
 
-__all__ = ["JsApi", "TimedReply", "gather", "gather_timed", "stream_request"]
+__all__ = ["JsApi", "Resend", "TimedReply", "gather", "gather_timed", "stream_request"]
 
 # A stream that has just been created, or whose leader has just moved, can be missing from
 # a server's interest for a moment: a publish then meets "no responders" although the stream
@@ -90,6 +90,25 @@ async def stream_request(nc: NATS, subject: str, payload: bytes, *, timeout: flo
             if attempt > NO_RESPONDERS_RETRIES or time.monotonic() + NO_RESPONDERS_WAIT_S >= deadline:
                 raise
             await asyncio.sleep(NO_RESPONDERS_WAIT_S)
+
+
+class Resend:
+    """The same policy for a request answered by a 503 status message rather than raised by nats-py
+    (a pull request, a batched Direct Get): `send` it again, at most NO_RESPONDERS_RETRIES times,
+    NO_RESPONDERS_WAIT_S apart, and only while `remaining` seconds leave room for the wait."""
+
+    def __init__(self, send: Callable[[], Awaitable[None]]) -> None:
+        self._send = send
+        self._count = 0
+
+    async def again(self, remaining: float | None = None) -> bool:
+        """Wait and send again; False (nothing sent) once the retries or the time are used up."""
+        if self._count >= NO_RESPONDERS_RETRIES or (remaining is not None and remaining <= NO_RESPONDERS_WAIT_S):
+            return False
+        self._count += 1
+        await asyncio.sleep(NO_RESPONDERS_WAIT_S)
+        await self._send()
+        return True
 
 
 def decode_response(msg: Msg, *, context: str = "") -> dict[str, Any]:

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, ServerError, Unavailable, from_nats
-from natsop.jsapi import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT_S, JsApi, decode_response, stream_request
+from natsop.jsapi import JsApi, Resend, decode_response, stream_request
 from natsop.ops._common import duration_ns, parse_time, subject_counts
 
 __all__ = [
@@ -240,9 +240,11 @@ async def direct_batch(js: JsApi, b: Bucket, body: dict[str, Any], *, limit: int
     except Exception as exc:
         raise from_nats(exc, context=f"read bucket {b.name}") from None
     try:
-        request = json.dumps(body).encode()
-        await nc.publish(js.subject(f"DIRECT.GET.{b.stream}"), request, reply=inbox)
-        resent = 0
+        async def send() -> None:
+            await nc.publish(js.subject(f"DIRECT.GET.{b.stream}"), json.dumps(body).encode(), reply=inbox)
+
+        await send()
+        resend = Resend(send)  # a new bucket's replicas may not have made their interest known here yet
         loop = asyncio.get_running_loop()
         deadline = loop.time() + js.timeout
         while len(out) < limit:
@@ -256,10 +258,7 @@ async def direct_batch(js: JsApi, b: Bucket, body: dict[str, Any], *, limit: int
             status, _ = _status(_headers(msg.headers))
             if status in ("204", "404"):  # end of batch, or nothing at all
                 break
-            if status == "503" and not out and resent < NO_RESPONDERS_RETRIES and remaining > NO_RESPONDERS_WAIT_S:
-                resent += 1  # no replica's interest has reached this server yet: nobody got the request
-                await asyncio.sleep(NO_RESPONDERS_WAIT_S)
-                await nc.publish(js.subject(f"DIRECT.GET.{b.stream}"), request, reply=inbox)
+            if status == "503" and not out and await resend.again(remaining):
                 continue
             entry = entry_from_direct(msg)
             if entry is None:
@@ -360,7 +359,7 @@ class PullConsumer:
                 raise from_nats(exc, context=f"pull from {self.stream}") from None
 
         await send()
-        resent = 0
+        resend = Resend(send)  # a new consumer's interest may not have reached this server yet (a cluster)
         loop = asyncio.get_running_loop()
         # The server ends an unfilled pull with a 408 at `expires`; allow it a moment to arrive.
         deadline = loop.time() + expires_s + 0.25
@@ -382,12 +381,7 @@ class PullConsumer:
                     continue  # a late status for an earlier pull, or a heartbeat
                 if status in ("404", "408"):
                     return
-                if status == "503" and resent < NO_RESPONDERS_RETRIES and remaining > NO_RESPONDERS_WAIT_S:
-                    # The new consumer's interest has not reached this server yet (a cluster); nobody got the
-                    # request, so ask again (see jsapi.stream_request).
-                    resent += 1
-                    await asyncio.sleep(NO_RESPONDERS_WAIT_S)
-                    await send()
+                if status == "503" and await resend.again(remaining):
                     continue
                 raise Unavailable(f"pull from {self.stream}: {status} {desc}".strip(), code="consumer_interrupted",
                                   hint="The consumer was removed or its leader changed; call again.")

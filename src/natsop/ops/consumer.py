@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError, from_nats
-from natsop.jsapi import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT_S
+from natsop.jsapi import Resend
 from natsop.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -776,9 +776,12 @@ async def consumer_next(ctx: Context, params: ConsumerNextParams) -> ConsumerNex
     try:
         sub = await nc.subscribe(inbox)
         try:
-            pull = js.subject(f"CONSUMER.MSG.NEXT.{params.stream}.{params.consumer}")
-            await nc.publish(pull, json.dumps(body).encode(), reply=inbox)
-            resent = 0
+            async def send() -> None:
+                await nc.publish(js.subject(f"CONSUMER.MSG.NEXT.{params.stream}.{params.consumer}"),
+                                 json.dumps(body).encode(), reply=inbox)
+
+            await send()
+            resend = Resend(send)  # a consumer just created or moved in a cluster may lack interest here yet
             loop = asyncio.get_running_loop()
             # The server ends the request itself (408) when it expires; wait a little longer for that word.
             deadline = loop.time() + params.timeout_s + 1.0
@@ -795,12 +798,7 @@ async def consumer_next(ctx: Context, params: ConsumerNextParams) -> ConsumerNex
                     code, description = status
                     if code == "100":  # heartbeat
                         continue
-                    if code == "503" and resent < NO_RESPONDERS_RETRIES and remaining > NO_RESPONDERS_WAIT_S:
-                        # A consumer just created (or moved) in a cluster: its interest has not reached this
-                        # server yet. Nobody got the request, so ask again (see jsapi.stream_request).
-                        resent += 1
-                        await asyncio.sleep(NO_RESPONDERS_WAIT_S)
-                        await nc.publish(pull, json.dumps(body).encode(), reply=inbox)
+                    if code == "503" and await resend.again(remaining):
                         continue
                     said = f"{code} {description}".strip()
                     # 404 No Messages / 408 Request Timeout end a fetch normally; 409 is the server ending it

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, NotFound, ServerError, Unavailable, UserError, from_nats
-from natsop.jsapi import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT_S, JsApi
+from natsop.jsapi import JsApi, Resend
 from natsop.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -209,9 +209,11 @@ async def _view_direct(js: JsApi, params: StreamViewParams, seq: int,
     except Exception as exc:
         raise from_nats(exc, context=context) from None
     try:
-        request = json.dumps(body).encode()
-        await nc.publish(js.subject(f"DIRECT.GET.{params.stream}"), request, reply=inbox)
-        resent = 0
+        async def send() -> None:
+            await nc.publish(js.subject(f"DIRECT.GET.{params.stream}"), json.dumps(body).encode(), reply=inbox)
+
+        await send()
+        resend = Resend(send)  # a stream just created or moved in a cluster may lack interest here yet
         while True:
             try:
                 msg = await asyncio.wait_for(queue.get(), js.timeout)
@@ -226,12 +228,8 @@ async def _view_direct(js: JsApi, params: StreamViewParams, seq: int,
                 pending = int(headers.get("Nats-Num-Pending") or 0)
             elif status in ("204", "404"):  # end of batch / nothing at or after the start
                 break
-            elif status == "503" and not messages and resent < NO_RESPONDERS_RETRIES:
-                # A stream just created (or moved) in a cluster: no replica's interest has reached this server
-                # yet, and nobody got the request; ask again (see jsapi.stream_request).
-                resent += 1
-                await asyncio.sleep(NO_RESPONDERS_WAIT_S)
-                await nc.publish(js.subject(f"DIRECT.GET.{params.stream}"), request, reply=inbox)
+            elif status == "503" and not messages and await resend.again():
+                continue
             elif status == "503":
                 raise Unavailable(f"{context}: nothing answers Direct Get requests", code="no_responders",
                                   hint="Check that the stream exists and has allow_direct set.")
