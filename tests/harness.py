@@ -243,3 +243,25 @@ async def await_interest(monitor_url: str, subject: str, within_s: float = 20) -
             return
         assert asyncio.get_running_loop().time() < deadline, f"no subscription for {subject} within {within_s}s"
         await asyncio.sleep(0.02)
+
+
+def unanswered(nc: Any, monkeypatch: Any, marker: str, which: range) -> list[str]:
+    """Leave unanswered the requests whose subject holds `marker` and whose number (from 1) is in `which`.
+
+    They go to a subject nobody serves, so the real server answers them with a 503 status, as
+    it does when a new stream or consumer has not yet made its interest known to this server
+    (a cluster). nats-py's request() publishes through `publish` too. Returns every subject
+    sent that holds `marker`.
+    """
+    sent: list[str] = []
+    real_publish = nc.publish
+
+    async def publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
+        if marker in subject:
+            sent.append(subject)
+            if len(sent) in which:
+                subject = "_natsop_test.nobody_home"
+        await real_publish(subject, payload, reply=reply, headers=headers)
+
+    monkeypatch.setattr(nc, "publish", publish)
+    return sent

@@ -23,6 +23,7 @@ from natsop.ops.consumer import (
     parse_ack_subject,
 )
 from tests.conftest import CliFn, cli_json, mcp_client
+from tests.harness import unanswered
 
 
 async def _stream(tk: Toolkit, name: str, messages: int = 0, subject: str = "a") -> None:
@@ -489,23 +490,6 @@ def test_every_verb_through_the_cli(cli: CliFn, server: EmbeddedServer, uniq: st
     assert text.exit_code == 1
 
 
-def _first_pulls_unanswered(nc: Any, monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
-    """Send the first `times` pull requests to a subject nobody serves, as when a consumer's interest has
-    not yet reached this server in a cluster: the server answers those with a 503. Returns the subjects sent."""
-    real = nc.publish
-    sent: list[str] = []
-
-    async def publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
-        if ".CONSUMER.MSG.NEXT." in subject:
-            sent.append(subject)
-            if len(sent) <= times:
-                subject = "$JS.API.CONSUMER.MSG.NEXT.NOBODY.HOME"
-        await real(subject, payload, reply=reply, headers=headers)
-
-    monkeypatch.setattr(nc, "publish", publish)
-    return sent
-
-
 @pytest.mark.parametrize("tool", ["consumer_next", "kv_watch"])
 async def test_a_pull_nobody_answers_yet_is_sent_again(toolkit: Toolkit, uniq: str, tool: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -514,19 +498,19 @@ async def test_a_pull_nobody_answers_yet_is_sent_again(toolkit: Toolkit, uniq: s
         await toolkit.call("stream_add", stream=uniq)
         await toolkit.call("publish", subject=uniq, payload="hello")
         await toolkit.call("consumer_add", stream=uniq, consumer="c")
-        sent = _first_pulls_unanswered(nc, monkeypatch, times=2)
+        sent = unanswered(nc, monkeypatch, ".CONSUMER.MSG.NEXT.", range(1, 3))
         got: Any = await toolkit.call("consumer_next", stream=uniq, consumer="c", timeout_s=3)
         assert [m.payload.data for m in got.messages] == ["hello"], got
     else:
         await toolkit.call("kv_add", bucket=uniq)
         await toolkit.call("kv_put", bucket=uniq, key="k", value="v1")
-        sent = _first_pulls_unanswered(nc, monkeypatch, times=2)
+        sent = unanswered(nc, monkeypatch, ".CONSUMER.MSG.NEXT.", range(1, 3))
         watched: Any = await toolkit.call("kv_watch", bucket=uniq, initial_values=True, max_entries=1)
         assert [e.value.data for e in watched.entries] == ["v1"], watched
     assert len(sent) == 3  # two unanswered, then the one that was served
     # Beyond the retries a pull that nobody serves still fails (or ends) rather than waiting forever.
     monkeypatch.undo()
-    sent = _first_pulls_unanswered(nc, monkeypatch, times=10)
+    sent = unanswered(nc, monkeypatch, ".CONSUMER.MSG.NEXT.", range(1, 11))
     if tool == "consumer_next":
         ended: Any = await toolkit.call("consumer_next", stream=uniq, consumer="c", timeout_s=3)
         assert ended.messages == [] and "503" in ended.ended

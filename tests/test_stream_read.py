@@ -12,6 +12,7 @@ import pytest
 from natsop import EmbeddedServer, Toolkit
 from natsop.errors import Conflict, NatsopError, NotFound, UserError
 from tests.conftest import CliFn, cli_json, mcp_client
+from tests.harness import unanswered
 
 
 async def _fill(toolkit: Toolkit, stream: str, n: int, *, subjects: tuple[str, ...] = ("a", "b", "c"),
@@ -341,24 +342,6 @@ def test_cli_reading_and_deleting(cli: CliFn, server: EmbeddedServer, uniq: str)
     assert cli("stream", "view", f"{uniq}_missing").exit_code == 1
 
 
-def _unanswered(nc: Any, monkeypatch: pytest.MonkeyPatch, marker: str, which: range) -> list[str]:
-    """Send the requests whose subject holds `marker` and whose number (from 1) is in `which` where nobody
-    answers (the server replies 503, as when a new stream's interest has not reached this server in a
-    cluster). Returns every such subject sent."""
-    sent: list[str] = []
-    real_publish = nc.publish
-
-    async def publish(subject: str, payload: bytes = b"", reply: str = "", headers: Any = None) -> None:
-        if marker in subject:  # nats-py's request() publishes through this too
-            sent.append(subject)
-            if len(sent) in which:
-                subject = "$JS.API.DIRECT.GET.NOBODY_HOME"
-        await real_publish(subject, payload, reply=reply, headers=headers)
-
-    monkeypatch.setattr(nc, "publish", publish)
-    return sent
-
-
 @pytest.mark.parametrize("tool", ["stream_view", "kv_get", "kv_history"])
 async def test_a_direct_get_nobody_answers_yet_is_sent_again(toolkit: Toolkit, uniq: str, tool: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,11 +362,11 @@ async def test_a_direct_get_nobody_answers_yet_is_sent_again(toolkit: Toolkit, u
             return [result.value.data]
         return [e.value.data for e in result.entries]
 
-    sent = _unanswered(nc, monkeypatch, ".DIRECT.GET.", range(1, 3))
+    sent = unanswered(nc, monkeypatch, ".DIRECT.GET.", range(1, 3))
     assert seen(await toolkit.call(tool, **call)) == ["hello"]
     assert len(sent) == 3, sent  # two unanswered, then the one that was served
     monkeypatch.undo()
-    _unanswered(nc, monkeypatch, ".DIRECT.GET.", range(1, 11))
+    unanswered(nc, monkeypatch, ".DIRECT.GET.", range(1, 11))
     with pytest.raises(NatsopError) as failed:
         await toolkit.call(tool, **call)
     assert failed.value.code == "no_responders"
