@@ -265,3 +265,17 @@ def unanswered(nc: Any, monkeypatch: Any, marker: str, which: range) -> list[str
 
     monkeypatch.setattr(nc, "publish", publish)
     return sent
+
+
+async def seed_world(tk: Any, subjects: list[str], **stream_config: Any) -> None:
+    """The objects the NAMES point at: stream STREAM with a message on each of `subjects`, its
+    consumer, a KV bucket with a key, an object bucket with an object, and a stream backup."""
+    await tk.call("stream_add", stream=STREAM, subjects=["hard.>"], **stream_config)
+    for i, subject in enumerate(subjects):
+        await tk.call("publish", subject=subject, payload=f"m{i}", jetstream=True)
+    await tk.call("consumer_add", stream=STREAM, consumer=NAMES["consumer"])
+    await tk.call("kv_add", bucket=NAMES["bucket"], history=3)
+    await tk.call("kv_put", bucket=NAMES["bucket"], key=NAMES["key"], value="v")
+    await tk.call("object_add", bucket=NAMES["bucket"])
+    await tk.call("object_put", bucket=NAMES["bucket"], name=NAMES["name"], data="body")
+    await tk.call("stream_backup", stream=STREAM, directory=NAMES["directory"])

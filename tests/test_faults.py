@@ -25,7 +25,17 @@ from natsop.errors import NatsopError
 from natsop.registry import operations
 from natsop.settings import Settings, Target
 from tests.conftest import env_for
-from tests.harness import NAMES, STREAM, clean_env, cli_args, mcp_stdio, minimal_args, run_cli, snapshot
+from tests.harness import (
+    NAMES,
+    STREAM,
+    clean_env,
+    cli_args,
+    mcp_stdio,
+    minimal_args,
+    run_cli,
+    seed_world,
+    snapshot,
+)
 from tests.httpserve import Served, serve_http
 
 
@@ -310,15 +320,7 @@ def d_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def d_world(d_server: EmbeddedServer, d_files: Path) -> AsyncIterator[Toolkit]:
     async with Toolkit.for_server(d_server, files_dir=d_files) as tk:
-        await tk.call("stream_add", stream=STREAM, subjects=["hard.>"])
-        for i in range(4):
-            await tk.call("publish", subject=NAMES["subject"], payload=f"m{i}", jetstream=True)
-        await tk.call("consumer_add", stream=STREAM, consumer=NAMES["consumer"])
-        await tk.call("kv_add", bucket=NAMES["bucket"], history=3)
-        await tk.call("kv_put", bucket=NAMES["bucket"], key=NAMES["key"], value="v")
-        await tk.call("object_add", bucket=NAMES["bucket"])
-        await tk.call("object_put", bucket=NAMES["bucket"], name=NAMES["name"], data="body")
-        await tk.call("stream_backup", stream=STREAM, directory=NAMES["directory"])
+        await seed_world(tk, [NAMES["subject"]] * 4)
         await tk.call("account_backup", directory=ACCOUNT_BACKUP, streams=[STREAM])
         yield tk
 

@@ -41,7 +41,7 @@ from nats.aio.client import Client as NATS
 from natsop import EmbeddedServer, Toolkit
 from natsop.registry import Operation, operations
 from tests.conftest import env_for
-from tests.harness import NAMES, STREAM, clean_env, mcp_stdio, run_cli, snapshot
+from tests.harness import NAMES, STREAM, clean_env, mcp_stdio, run_cli, seed_world, snapshot
 
 EXAMPLES = int(os.environ.get("NATSOP_FUZZ_EXAMPLES", "10"))
 SENTINEL = "escape-natsop-fuzz"
@@ -142,15 +142,7 @@ def fuzz_server(sandbox: Path) -> Iterator[EmbeddedServer]:
 
 async def _seed(srv: EmbeddedServer, files: Path) -> None:
     async with Toolkit.for_server(srv, files_dir=files) as tk:
-        await tk.call("stream_add", stream=STREAM, subjects=["hard.>"], allow_msg_counter=False)
-        for i in range(5):
-            await tk.call("publish", subject=f"hard.{'one' if i % 2 else 'two'}", payload=f"m{i}", jetstream=True)
-        await tk.call("consumer_add", stream=STREAM, consumer=NAMES["consumer"])
-        await tk.call("kv_add", bucket=NAMES["bucket"], history=3)
-        await tk.call("kv_put", bucket=NAMES["bucket"], key=NAMES["key"], value="v")
-        await tk.call("object_add", bucket=NAMES["bucket"])
-        await tk.call("object_put", bucket=NAMES["bucket"], name=NAMES["name"], data="body")
-        await tk.call("stream_backup", stream=STREAM, directory=NAMES["directory"])
+        await seed_world(tk, [f"hard.{'one' if i % 2 else 'two'}" for i in range(5)], allow_msg_counter=False)
 
 
 @pytest.fixture(scope="module")
