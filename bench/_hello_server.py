@@ -6,7 +6,7 @@ start-up (an SDK hello server's initialize) and for per-call latency (what the M
 transport costs when the tool does nothing).
 
     python bench/_hello_server.py                  # the SDK's stdio transport
-    python bench/_hello_server.py --natsop-stdio   # natsop's (natsop.stdio), as `natsop serve` uses
+    python bench/_hello_server.py --natsop-stdio   # natsop's (natsop.faces.stdio), as `natsop serve` uses
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def call_tool(_: ServerRequestContext[Any], params: types.CallToolRequestP
 async def main() -> None:
     server: Server[Any] = Server("hello", version="0", on_list_tools=list_tools, on_call_tool=call_tool)
     if "--natsop-stdio" in sys.argv[1:]:
-        from natsop.stdio import stdio_transport
+        from natsop.faces.stdio import stdio_transport
 
         async with stdio_transport() as (read, write):
             await server.run(read, write, server.create_initialization_options())

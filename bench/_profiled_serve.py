@@ -33,7 +33,7 @@ def main() -> None:
     with open(out + ".pid", "w") as f:
         f.write(str(os.getpid()))
     sys.argv = ["natsop", *(sys.argv[2:] or ["serve"])]
-    from natsop.cli import main as natsop_main
+    from natsop.faces.cli import main as natsop_main
 
     natsop_main()
 

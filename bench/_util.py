@@ -179,7 +179,7 @@ def _version(dist: str) -> str | None:
 
 def nats_server_version() -> str | None:
     try:
-        from natsop.embedded import find_server_binary
+        from natsop.embedded.server import find_server_binary
 
         out = subprocess.run([find_server_binary(), "--version"], capture_output=True, text=True, timeout=10)
     except Exception:

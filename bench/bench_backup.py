@@ -450,7 +450,7 @@ def _brief(run: dict[str, Any]) -> str:
 
 
 def _has_crc32c() -> bool:
-    from natsop import s2
+    from natsop.wire import s2
 
     return s2._FAST_CRC is not None
 

@@ -128,7 +128,7 @@ async def client_validation_ms(client: Client, n: int) -> dict[str, Any]:
 
 async def result_costs_ms(tk: Toolkit, n: int) -> dict[str, dict[str, float]]:
     """In process, per tool: what turning its result into MCP content costs (text rendering, JSON dump)."""
-    from natsop.render import to_text
+    from natsop.faces.render import to_text
 
     out: dict[str, dict[str, float]] = {}
     for op, args in tool_args().items():
@@ -191,7 +191,7 @@ async def measure(server: EmbeddedServer, work: Path, calls: int, warmup: int, r
         await sys_nc.close()
 
     noop_summary = summary(noop)
-    # natsop serves stdio on its own transport (natsop.stdio): the floor is the bare server on that transport.
+    # natsop serves stdio on its own transport (natsop.faces.stdio): the floor is the bare server on that transport.
     floor_summary = summary(noop_natsop)
     results: dict[str, Any] = {}
     for op in OPS:

@@ -9,8 +9,8 @@ Each figure is the median of repeated cold starts, timed by a real MCP client
 - natsop with an external server (NATS_URL to a running EmbeddedServer);
 - baselines: `python -c pass`, and a bare MCP SDK hello server's initialize.
 
-Where the time goes: `python -c "import natsop.cli"` and `python -X importtime`
-(self time per top-level package, and the slowest modules), for `import natsop.cli`
+Where the time goes: `python -c "import natsop.faces.cli"` and `python -X importtime`
+(self time per top-level package, and the slowest modules), for `import natsop.faces.cli`
 and for the whole `natsop serve` path; and EmbeddedServer.start in process.
 Target: <= 0.8 s with the embedded server.
 
@@ -160,7 +160,7 @@ async def bench(repeats: int) -> dict[str, Any]:
             for i in range(repeats):
                 # Interleaved, so that load from elsewhere falls on every kind of start alike.
                 add("python_pass", process_s([sys.executable, "-c", "pass"], plain))
-                add("import_natsop_cli", process_s([sys.executable, "-c", "import natsop.cli"], plain))
+                add("import_natsop_cli", process_s([sys.executable, "-c", "import natsop.faces.cli"], plain))
                 add("sdk_hello_initialize", await initialize_s(hello))
                 add("natsop_external_initialize", await initialize_s(natsop_params(external)))
                 fresh = {**plain, "NATSOP_DATA_DIR": str(work / f"data-fresh-{i}")}
@@ -171,7 +171,7 @@ async def bench(repeats: int) -> dict[str, Any]:
             profile = startup_profile(external, work)
         for s in await server_start_s(work, repeats):
             add("embedded_server_start", s)
-        cli_imports = importtime(["-c", "import natsop.cli"], plain, tries=min(3, repeats))
+        cli_imports = importtime(["-c", "import natsop.faces.cli"], plain, tries=min(3, repeats))
 
     stats = {k: summary(v) for k, v in samples.items()}
     med = {k: v["median"] for k, v in stats.items()}
@@ -187,7 +187,7 @@ async def bench(repeats: int) -> dict[str, Any]:
         },
         "breakdown_s": {
             "python interpreter (python -c pass)": med["python_pass"],
-            "imports (import natsop.cli - python -c pass)": round(med["import_natsop_cli"] - med["python_pass"], 4),
+            "imports (import natsop.faces.cli - python -c pass)": round(med["import_natsop_cli"] - med["python_pass"], 4),
             "embedded nats-server start (EmbeddedServer.start)": med["embedded_server_start"],
             "rest of the external-server start (serve imports, connect, handshake)":
                 round(med["natsop_external_initialize"] - med["import_natsop_cli"], 4),
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     result = asyncio.run(bench(repeats))
     path = write_result("startup", result, args.output)
     print(table(result))
-    print(f"imports of natsop.cli: {result['importtime_cli']['total_ms']} ms "
+    print(f"imports of natsop.faces.cli: {result['importtime_cli']['total_ms']} ms "
           f"(by package: {result['importtime_cli']['by_package_ms']})")
     print(f"results: {path}")
 

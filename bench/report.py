@@ -209,7 +209,7 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
         f"(p95 {ms(noop['p95'])} ms) per call"
         + (f", more than the {d['target_ms']} ms target by itself" if noop["median"] > d["target_ms"] else "")
         + "."
-        + (f" On natsop's stdio transport (`natsop.stdio`: the event loop reads and writes the pipes, where the "
+        + (f" On natsop's stdio transport (`natsop.faces.stdio`: the event loop reads and writes the pipes, where the "
            f"SDK hands each read, write and flush to a worker thread), the same bare server costs "
            f"**{ms(noop_ours['median'])} ms** (p95 {ms(noop_ours['p95'])} ms); that is the floor *beyond SDK "
            f"floor* subtracts, since `natsop serve` uses that transport." if noop_ours else "")
@@ -230,7 +230,7 @@ def mcp_latency(d: dict[str, Any], targets: Targets) -> str:
                        [ops[t]["nats_py"]["median"] + d["target_ms"] for t in tools])])]
     if all("to_text_ms" in r for r in ops.values()):
         out += ["", "Turning a result into MCP content, measured in process (median ms per call): the text "
-                "block (`natsop.render.to_text`, plain text) and the structured content (`model_dump`).", "",
+                "block (`natsop.faces.render.to_text`, plain text) and the structured content (`model_dump`).", "",
                 table(["tool", "to_text ms", "text chars", "model_dump ms", "MCP layer ms (above)",
                        "beyond SDK floor ms (above)"],
                       [[f"`{op}`", ms(r["to_text_ms"]), num(r["text_chars"]), ms(r["model_dump_ms"]),
@@ -260,7 +260,7 @@ def startup(d: dict[str, Any], targets: Targets) -> str:
     labels = {
         "python_pass": "`python -c pass` (baseline)",
         "sdk_hello_initialize": "bare MCP SDK hello server: spawn → initialize (baseline)",
-        "import_natsop_cli": "`python -c \"import natsop.cli\"`",
+        "import_natsop_cli": "`python -c \"import natsop.faces.cli\"`",
         "natsop_external_initialize": "natsop serve, external server (NATS_URL)",
         "natsop_embedded_initialize": "natsop serve, embedded server (data dir exists)",
         "natsop_embedded_fresh_initialize": "natsop serve, embedded server (first start: fresh data dir)",
@@ -293,7 +293,7 @@ def startup(d: dict[str, Any], targets: Targets) -> str:
         table(["part", "s"], [[k, f"{v:.3f}"] for k, v in d["breakdown_s"].items()], [False, True]),
         "",
         f"`{imp['command']}`: {imp['total_ms']:.0f} ms of imports over {imp['modules']} modules "
-        f"(`import natsop.cli` alone: {cli['total_ms']:.0f} ms). Self time by top-level package:", "",
+        f"(`import natsop.faces.cli` alone: {cli['total_ms']:.0f} ms). Self time by top-level package:", "",
         table(["package", "ms"], [[f"`{k}`", f"{v:.0f}"] for k, v in imp["by_package_ms"].items()],
               [False, True]),
     ]

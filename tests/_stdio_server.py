@@ -17,7 +17,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
-from natsop.stdio import io_plan, stdio_transport
+from natsop.faces.stdio import io_plan, stdio_transport
 
 PLAN = "/".join(io_plan())  # decided before the transport takes fd 0 and 1: "loop/loop", "loop/thread", ...
 

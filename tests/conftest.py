@@ -26,7 +26,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from natsop import EmbeddedCluster, EmbeddedServer, Toolkit
-from natsop.cli import build_cli
+from natsop.faces.cli import build_cli
 
 
 @pytest.fixture(scope="session")

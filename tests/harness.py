@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from nats.aio.client import Client as NATS
 
-from natsop.cli import build_cli
+from natsop.faces.cli import build_cli
 from natsop.registry import Operation
 
 # Values for the parameters most tools share, naming the objects `seed_objects` creates.

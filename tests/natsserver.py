@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from natsop.embedded import find_server_binary
+from natsop.embedded.server import find_server_binary
 from tests.harness import stop_process
 
 

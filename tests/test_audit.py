@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from natsop import EmbeddedCluster, EmbeddedServer, Toolkit
-from natsop.audit import Observed, run_rules
-from natsop.events import uuid7
+from natsop.logic.audit_rules import Observed, run_rules
+from natsop.logic.envelope import uuid7
 from tests.conftest import CliFn, env_for, mcp_client
 
 NS = 1_000_000_000
@@ -347,7 +347,7 @@ async def test_audit_faces(lax: EmbeddedServer, tmp_path: Any) -> None:
 def test_audit_cli_fail_on(lax: EmbeddedServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from natsop.cli import build_cli
+    from natsop.faces.cli import build_cli
 
     for k, v in env_for(lax, tmp_path).items():
         monkeypatch.setenv(k, v)
@@ -551,8 +551,8 @@ def test_findings_render_as_a_table(cli: CliFn) -> None:
 
 
 def test_mcp_text_of_findings_is_a_bounded_table() -> None:
+    from natsop.faces.render import MAX_TEXT, to_text
     from natsop.ops.audit import AuditResult, AuditSummary, FindingModel
-    from natsop.render import MAX_TEXT, to_text
 
     finding = FindingModel(rule="sync-interval", severity="critical", object="stream LEDGER",
                            observed={"servers_without_sync_always": ["n1", "n2"], "sync_interval_ns": 120 * NS,

@@ -26,7 +26,7 @@ from natsop.ops.backup import (
     StreamBackupResult,
 )
 from natsop.ops.backup import StreamRestoreResult as Restored
-from natsop.s2 import S2Reader
+from natsop.wire.s2 import S2Reader
 from tests.backup_support import api, connect, digest, fill, make_stream, stream_state
 from tests.conftest import CliFn, cli_json, mcp_client
 
@@ -400,7 +400,7 @@ async def test_backup_of_a_missing_stream_writes_nothing(toolkit: Toolkit, uniq:
 
 def test_s2_block_decoder_handles_overlapping_copies_and_repeats() -> None:
     """S2's one extension to Snappy blocks: a copy with offset 0 repeats the previous offset."""
-    from natsop.s2 import decode_block
+    from natsop.wire.s2 import decode_block
 
     # A hand-made block: literal "abcd", copy offset 4 length 8 (overlapping), S2 repeat of length 5.
     block = bytes([17]) + bytes([3 << 2]) + b"abcd" + bytes([0x01 | (4 << 2), 4]) + bytes([0x01 | (1 << 2), 0])
@@ -511,7 +511,7 @@ def test_cli_backup_to_an_absolute_path_outside_the_cwd(cli: CliFn, uniq: str, s
 def test_s2_reader_reads_byte_by_byte(tmp_path: Path) -> None:
     raw = bytes([0xFF, 6, 0, 0]) + b"S2sTwO"
     body = b"hello world"
-    from natsop.s2 import _masked, crc32c
+    from natsop.wire.s2 import _masked, crc32c
 
     frame = _masked(crc32c(body)).to_bytes(4, "little") + body
     raw += bytes([0x01]) + len(frame).to_bytes(3, "little") + frame
@@ -524,7 +524,7 @@ def test_s2_reader_reads_byte_by_byte(tmp_path: Path) -> None:
 
 def _s2_stream(data: bytes) -> bytes:
     """An S2 stream of `data`: compressed frames (all literals) and uncompressed frames in turn."""
-    from natsop.s2 import _masked, crc32c
+    from natsop.wire.s2 import _masked, crc32c
 
     out = bytearray(b"\xff\x06\x00\x00S2sTwO")
     for i, start in enumerate(range(0, len(data), 65536)):
@@ -577,7 +577,7 @@ async def test_backup_verify_reads_the_tar_archives_of_older_servers(toolkit: To
 
 
 def test_crc32c_fallback_matches_the_standard_check_value() -> None:
-    from natsop.s2 import _crc32c_py, crc32c
+    from natsop.wire.s2 import _crc32c_py, crc32c
 
     assert _crc32c_py(b"123456789") == crc32c(b"123456789") == 0xE3069283
     for n in (0, 1, 3, 63, 64, 65, 1000, 70_001):

@@ -8,7 +8,7 @@ import re
 import click
 
 from natsop import EmbeddedServer
-from natsop.cli import build_cli
+from natsop.faces.cli import build_cli
 from natsop.registry import operations
 from tests.conftest import CliFn, cli_json, mcp_client
 

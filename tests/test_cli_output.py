@@ -128,18 +128,18 @@ def test_progress_bar_on_a_terminal(server_env: dict[str, str], tmp_path: Any) -
 
 
 def test_waiting_status_helpers() -> None:
-    from natsop.cli import _shows_activity, _time_limit, _waiting_text
+    from natsop.faces.cli.progress import shows_activity, time_limit, waiting_text
     from natsop.registry import get
 
     watch, ls, req = get("kv_watch"), get("kv_ls"), get("request")
-    assert _time_limit(watch, {}) == 5  # the parameter's default
-    assert _time_limit(watch, {"timeout_s": 30.0}) == 30
-    assert _time_limit(ls, {}) == ls.timeout_s  # no timeout_s parameter: the operation's own bound
-    assert _waiting_text(watch, 3.2, 30) == "natsop kv watch: 3s of at most 30s"
-    assert _waiting_text(req, 0.6, 2.5) == "natsop req: 1s of at most 2.5s"
-    assert _shows_activity(stderr_tty=True, as_json=False)
-    assert not _shows_activity(stderr_tty=True, as_json=True)
-    assert not _shows_activity(stderr_tty=False, as_json=False)
+    assert time_limit(watch, {}) == 5  # the parameter's default
+    assert time_limit(watch, {"timeout_s": 30.0}) == 30
+    assert time_limit(ls, {}) == ls.timeout_s  # no timeout_s parameter: the operation's own bound
+    assert waiting_text(watch, 3.2, 30) == "natsop kv watch: 3s of at most 30s"
+    assert waiting_text(req, 0.6, 2.5) == "natsop req: 1s of at most 2.5s"
+    assert shows_activity(stderr_tty=True, as_json=False)
+    assert not shows_activity(stderr_tty=True, as_json=True)
+    assert not shows_activity(stderr_tty=False, as_json=False)
 
 
 def test_nothing_extra_when_not_on_a_terminal(cli: CliFn, uniq: str) -> None:

@@ -20,8 +20,8 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-import natsop.embedded as embedded
-from natsop.embedded import (
+import natsop.embedded.server as embedded
+from natsop.embedded.server import (
     CONFIG_FILE,
     CREDENTIALS_FILE,
     AccountCredentials,
@@ -32,7 +32,7 @@ from natsop.embedded import (
 )
 from natsop.errors import ConfigError, UserError
 
-SRC_DIR = Path(embedded.__file__).resolve().parents[1]
+SRC_DIR = Path(embedded.__file__).resolve().parents[2]
 
 
 async def _quiet(exc: Exception) -> None:
@@ -368,7 +368,7 @@ async def test_server_that_never_gets_ready_times_out(tmp_path: Path) -> None:
 
 SHARED_CLIENT = """
 import asyncio, json, sys
-from natsop.embedded import acquire_shared
+from natsop.embedded.server import acquire_shared
 
 async def main():
     lease = await acquire_shared(sys.argv[1])

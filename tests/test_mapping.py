@@ -20,9 +20,9 @@ import pytest
 import pytest_asyncio
 
 from natsop import EmbeddedServer, Toolkit
-from natsop.embedded import find_server_binary
+from natsop.embedded.server import find_server_binary
 from natsop.errors import ConfigError, UserError
-from natsop.mapping import SubjectTransform, fnv1a_32
+from natsop.logic.transforms import SubjectTransform, fnv1a_32
 from tests.conftest import CliFn, cli_json, mcp_client
 
 # (source, destination, published subject). Every source has its own first token.

@@ -14,7 +14,7 @@ import pytest
 
 from natsop import EmbeddedServer, Toolkit
 from natsop.errors import Conflict, NatsopError, NotFound, Unavailable, Unsupported
-from natsop.events import new_event, publish_event, uuid7
+from natsop.logic.envelope import new_event, publish_event, uuid7
 from natsop.models import MAX_PAYLOAD_BYTES
 from tests.conftest import CliFn, cli_json, mcp_client
 from tests.harness import await_interest

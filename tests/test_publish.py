@@ -238,7 +238,7 @@ async def test_stream_publish_waits_out_a_moment_without_responders(toolkit: Too
 
     import nats.errors
 
-    from natsop.jsapi import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT_S, stream_request
+    from natsop.wire.jsapi import NO_RESPONDERS_RETRIES, NO_RESPONDERS_WAIT_S, stream_request
 
     nc = await toolkit.context.nc()
     loop = asyncio.get_running_loop()

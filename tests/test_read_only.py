@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from natsop import EmbeddedServer, Toolkit
-from natsop.cli import build_cli
+from natsop.faces.cli import build_cli
 from natsop.registry import operations
 from tests.conftest import env_for
 from tests.harness import NAMES, STREAM, clean_env, cli_args, mcp_stdio, minimal_args, run_cli, snapshot

@@ -134,7 +134,7 @@ def test_cli_sweep_of_every_tool_shows_no_secret(seeded: AuthWorld, home: Path, 
 
 
 def test_settings_and_errors_never_format_secrets(world: AuthWorld, home: Path) -> None:
-    from natsop.bootstrap import ConnectOptions
+    from natsop.embedded.bootstrap import ConnectOptions
     from natsop.settings import load_settings
 
     settings = load_settings(context="alpha", env=clean_env(home, NATS_TOKEN=world.token, NATS_NKEY=world.nkey.seed))

@@ -84,7 +84,7 @@ def test_cli_says_a_password_from_the_environment_came_from_the_environment(
     from click.testing import CliRunner
 
     from natsop import EmbeddedServer
-    from natsop.cli import build_cli
+    from natsop.faces.cli import build_cli
 
     with EmbeddedServer(store_dir=tmp_path / "store") as srv:
         monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))

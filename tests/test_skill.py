@@ -45,8 +45,8 @@ def test_tool_names_in_advice_are_real_tools() -> None:
     import ast
     import inspect
 
-    import natsop.audit
-    from natsop.mcp_server import _PROMPTS
+    import natsop.logic.audit_rules
+    from natsop.faces.mcp_server import _PROMPTS
 
     known = {op.tool for op in operations()} | {name for op in operations() for name in op.params.model_fields}
     texts = {doc: read_doc(doc) for doc in DOCS}
@@ -54,7 +54,7 @@ def test_tool_names_in_advice_are_real_tools() -> None:
     # The audit's advice: the why and do of each Finding(...) (also when first bound to why/do/accept),
     # and each Rule's rationale.
     advice: list[ast.AST] = []
-    for node in ast.walk(ast.parse(inspect.getsource(natsop.audit))):
+    for node in ast.walk(ast.parse(inspect.getsource(natsop.logic.audit_rules))):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("Finding", "Rule"):
             advice.extend(node.args[4:6] if node.func.id == "Finding" else node.args[3:4])
         elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("why", "do", "accept")

@@ -1,4 +1,4 @@
-"""natsop's stdio transport (natsop.stdio): event-loop I/O where it can, threads for regular files.
+"""natsop's stdio transport (natsop.faces.stdio): event-loop I/O where it can, threads for regular files.
 
 Both keep the JSON-RPC stream on stdout clean: junk printed by handlers or child
 processes goes to stderr while serving, and stdout is the wire again afterwards.

@@ -17,9 +17,9 @@ import pytest_asyncio
 
 from natsop import EmbeddedServer, Toolkit
 from natsop.api import settings_for_server
-from natsop.connection import Connections
 from natsop.errors import ConfigError
 from natsop.settings import SYSTEM, Settings, Target, load_settings
+from natsop.wire.connection import Connections
 from tests.test_settings import write_context
 
 GATHER: dict[str, Any] = {"timeout_s": 2.0}

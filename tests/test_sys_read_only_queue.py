@@ -16,9 +16,9 @@ from nats.aio.msg import Msg
 
 from natsop import EmbeddedServer, Toolkit
 from natsop.api import settings_for_server
-from natsop.context import Context
 from natsop.errors import UserError
 from natsop.runner import run_operation
+from natsop.wire.context import Context
 from tests.conftest import env_for
 from tests.harness import clean_env, mcp_stdio
 

@@ -39,13 +39,13 @@ from natsop.errors import (
 
 if TYPE_CHECKING:
     from natsop.api import Toolkit
-    from natsop.embedded import EmbeddedCluster, EmbeddedServer
+    from natsop.embedded.server import EmbeddedCluster, EmbeddedServer
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that `import natsop` stays cheap for the CLI's start-up.
     if name in ("EmbeddedServer", "EmbeddedCluster"):
-        from natsop import embedded
+        from natsop.embedded import server as embedded
 
         return getattr(embedded, name)
     if name == "Toolkit":

@@ -1,5 +1,5 @@
 """`python -m natsop` is the `natsop` command."""
 
-from natsop.cli import main
+from natsop.faces.cli import main
 
 main()

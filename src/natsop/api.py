@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from natsop.context import Context
 from natsop.errors import ConfigError
 from natsop.registry import get
 from natsop.settings import Settings, embedded_settings, load_settings
+from natsop.wire.context import Context
 
 if TYPE_CHECKING:
-    from natsop.embedded import EmbeddedCluster, EmbeddedServer
+    from natsop.embedded.server import EmbeddedCluster, EmbeddedServer
 
 __all__ = ["Toolkit", "settings_for_server"]
 

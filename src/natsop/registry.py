@@ -3,7 +3,7 @@
 An operation is an async function `(ctx, params) -> result` in `natsop.ops.<noun>`,
 decorated with `@operation(...)`. The decorator reads the parameter and result
 models from the function's annotations and the help text from its docstring.
-The MCP server (`natsop.mcp_server`) and the CLI (`natsop.cli`) are generated from
+The MCP server (`natsop.faces.mcp_server`) and the CLI (`natsop.faces.cli`) are generated from
 `operations()`; nothing else lists tools.
 
 Naming: the MCP tool name is the spec's (`stream_info`, `kv_ls`); the CLI path is
@@ -24,7 +24,7 @@ from typing import Any, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 if typing.TYPE_CHECKING:
-    from natsop.context import Context
+    from natsop.wire.context import Context
 
 __all__ = [
     "Impact",

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from natsop.context import Context
 from natsop.errors import NatsopError, UserError, from_nats
 from natsop.registry import Operation
+from natsop.wire.context import Context
 
 __all__ = ["parse_params", "run_operation", "validation_message"]
 

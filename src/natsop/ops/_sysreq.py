@@ -16,8 +16,8 @@ from nats.aio.client import Client as NATS
 from pydantic import BaseModel, ConfigDict, Field
 
 from natsop.errors import ConfigError
-from natsop.jsapi import TimedReply, gather, gather_timed
 from natsop.registry import Params
+from natsop.wire.jsapi import TimedReply, gather, gather_timed
 
 __all__ = [
     "IDLE_S",

@@ -16,10 +16,9 @@ from typing import Annotated, Any, Literal
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from natsop.context import Context
 from natsop.errors import NatsopError, ServerError, Unsupported, UserError, from_api_error, from_nats, scrub
-from natsop.jsapi import decode_response
-from natsop.ops._common import PageParams, parse_time
+from natsop.formats import parse_time
+from natsop.ops._common import PageParams
 from natsop.ops._sysreq import (
     GatherParams,
     ServerRef,
@@ -30,6 +29,8 @@ from natsop.ops._sysreq import (
     server_ref,
 )
 from natsop.registry import Params, Result, Scope, operation
+from natsop.wire.context import Context
+from natsop.wire.jsapi import decode_response
 
 __all__ = [
     "AccountInfoResult",

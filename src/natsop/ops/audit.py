@@ -18,12 +18,12 @@ from typing import Any, ClassVar, Literal, Self
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.audit import RULES, Observed, run_rules, threshold_names
-from natsop.context import Context
 from natsop.errors import ConfigError, NatsopError, UserError
-from natsop.jsapi import JsApi, gather
-from natsop.ops._common import parse_time
+from natsop.formats import parse_time
+from natsop.logic.audit_rules import RULES, Observed, run_rules, threshold_names
 from natsop.registry import Params, Result, operation
+from natsop.wire.context import Context
+from natsop.wire.jsapi import JsApi, gather
 
 __all__: list[str] = []
 

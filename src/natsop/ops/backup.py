@@ -28,16 +28,17 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.backup import config_problems, state_problems
-from natsop.context import Context, ProgressFn
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError
-from natsop.jsapi import JsApi
+from natsop.logic.backup_checks import config_problems, state_problems
+from natsop.logic.validate import StreamName, SubjectFilter
 from natsop.models import Confirmable, ConfirmParams, check_confirmation
 from natsop.ops._common import PageParams
 from natsop.ops.stream import StreamState
 from natsop.registry import Impact, Params, Result, operation
-from natsop.s2 import S2Error, scan_frames
-from natsop.snapshot import (
+from natsop.wire.context import Context, ProgressFn
+from natsop.wire.jsapi import JsApi
+from natsop.wire.s2 import S2Error, scan_frames
+from natsop.wire.snapshot import (
     CHUNK_REPLY_TIMEOUT_S,
     DEFAULT_CHUNK_SIZE,
     ArchiveReport,
@@ -47,7 +48,6 @@ from natsop.snapshot import (
     restore_from_file,
     snapshot_to_file,
 )
-from natsop.validate import StreamName, SubjectFilter
 
 __all__ = [
     "BACKUP_JSON",

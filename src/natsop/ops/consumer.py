@@ -19,9 +19,17 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError, from_nats
-from natsop.jsapi import Resend
+from natsop.formats import duration_ns, ns_to_s, parse_time
+from natsop.logic.validate import (
+    MAX_COUNT,
+    MAX_DURATION_S,
+    MAX_SEQ,
+    ConsumerName,
+    StreamName,
+    SubjectFilter,
+    check_subject,
+)
 from natsop.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -32,18 +40,11 @@ from natsop.models import (
     headers_of,
     payload_of,
 )
-from natsop.ops._common import PageParams, duration_ns, ns_to_s, parse_time
+from natsop.ops._common import PageParams
 from natsop.ops.stream import ClusterInfo, fetch_stream_info
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import (
-    MAX_COUNT,
-    MAX_DURATION_S,
-    MAX_SEQ,
-    ConsumerName,
-    StreamName,
-    SubjectFilter,
-    check_subject,
-)
+from natsop.wire.context import Context
+from natsop.wire.jsapi import Resend
 
 __all__ = [
     "ConsumerInfoResult",

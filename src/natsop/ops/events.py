@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import Field
 
-from natsop.context import Context
 from natsop.errors import UserError
-from natsop.events import event_headers, new_event
+from natsop.logic.envelope import event_headers, new_event
+from natsop.logic.validate import PublishSubject
 from natsop.ops.primitives import stream_publish
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import PublishSubject
+from natsop.wire.context import Context
 
 __all__: list[str] = []
 

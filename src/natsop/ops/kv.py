@@ -14,9 +14,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, NotFound, Unsupported, UserError
-from natsop.jsapi import JsApi
+from natsop.formats import duration_ns, ns_to_s
+from natsop.logic.validate import (
+    MAX_COUNT,
+    MAX_SEQ,
+    MAX_SIZE32,
+    BucketName,
+    KvKey,
+    SubjectFilter,
+    check_bucket,
+    check_kv_key,
+)
 from natsop.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -27,8 +36,12 @@ from natsop.models import (
     decode_input,
     payload_of,
 )
-from natsop.ops._common import PageParams, duration_ns, ns_to_s, require_server
-from natsop.ops._kv import (
+from natsop.ops._common import PageParams, require_server
+from natsop.ops.stream import ClusterInfo
+from natsop.registry import Impact, Params, Result, operation
+from natsop.wire.context import Context
+from natsop.wire.jsapi import JsApi
+from natsop.wire.kv import (
     HDR_EXPECTED_LAST_SUBJECT_SEQ,
     HDR_OPERATION,
     HDR_ROLLUP,
@@ -45,18 +58,6 @@ from natsop.ops._kv import (
     next_for_subject,
     publish,
     subject_count,
-)
-from natsop.ops.stream import ClusterInfo
-from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import (
-    MAX_COUNT,
-    MAX_SEQ,
-    MAX_SIZE32,
-    BucketName,
-    KvKey,
-    SubjectFilter,
-    check_bucket,
-    check_kv_key,
 )
 
 __all__ = ["KvEntry", "KvInfoResult"]

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from natsop.context import Context
 from natsop.errors import UserError
-from natsop.mapping import Destination, WeightedMapping
+from natsop.logic.transforms import Destination, WeightedMapping
 from natsop.registry import Params, Result, operation
+from natsop.wire.context import Context
 
 __all__ = ["MappingDestination", "ServerMappingParams", "ServerMappingResult"]
 

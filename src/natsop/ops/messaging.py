@@ -14,8 +14,8 @@ from typing import Literal
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import UserError, from_nats
+from natsop.logic.validate import PublishSubject, SubjectFilter
 from natsop.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -25,7 +25,7 @@ from natsop.models import (
     payload_of,
 )
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import PublishSubject, SubjectFilter
+from natsop.wire.context import Context
 
 __all__ = ["ReceivedMessage"]
 

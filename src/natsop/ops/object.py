@@ -4,7 +4,7 @@ Objects move inline (small payloads given or returned in the call) or from and t
 files under the configured files directory, streamed in chunks both ways so that
 memory stays small whatever the object's size. What is written here is readable by
 nats.go, nats.js and nats-py, and what they write is readable here. The wire details
-live in `natsop.objstore`.
+live in `natsop.wire.objstore`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Annotated, Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from natsop import objstore
-from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, NotFound, UserError
+from natsop.formats import duration_ns, ns_to_s
+from natsop.logic.validate import MAX_COUNT, MAX_DURATION_S, BucketName, check_bucket
 from natsop.models import (
     MAX_PAYLOAD_BYTES,
     Confirmable,
@@ -31,11 +31,11 @@ from natsop.models import (
     headers_of,
     payload_of,
 )
-from natsop.ops._common import duration_ns, ns_to_s
-from natsop.ops._kv import PullConsumer
 from natsop.ops.stream import ClusterInfo
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import MAX_COUNT, MAX_DURATION_S, BucketName, check_bucket
+from natsop.wire import objstore
+from natsop.wire.context import Context
+from natsop.wire.kv import PullConsumer
 
 __all__ = [
     "BucketDetails",

@@ -15,13 +15,13 @@ from typing import Any, Literal
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, Unsupported, UserError, from_api_error, from_nats
-from natsop.jsapi import stream_request
+from natsop.logic.validate import MAX_SEQ, PublishSubject, StreamName, SubjectFilter
 from natsop.models import decode_input
 from natsop.ops._common import require_server
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import MAX_SEQ, PublishSubject, StreamName, SubjectFilter
+from natsop.wire.context import Context
+from natsop.wire.jsapi import stream_request
 
 __all__ = ["stream_publish"]
 

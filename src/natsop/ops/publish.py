@@ -7,13 +7,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, UserError, from_nats
-from natsop.jsapi import JsApi, decode_response, stream_request
+from natsop.logic.validate import PublishSubject, StreamName
 from natsop.models import decode_input
 from natsop.ops._common import require_server
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import PublishSubject, StreamName
+from natsop.wire.context import Context
+from natsop.wire.jsapi import JsApi, decode_response, stream_request
 
 __all__ = ["PublishParams", "PublishResult", "capturing_streams"]
 

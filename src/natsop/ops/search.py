@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from natsop.context import Context
 from natsop.errors import UserError
+from natsop.logic.validate import StreamName, SubjectFilter
 from natsop.models import MAX_PAYLOAD_BYTES, Message, payload_of
 from natsop.ops.stream_read import StreamViewParams, stream_view
 from natsop.registry import Params, Result, operation
-from natsop.validate import StreamName, SubjectFilter
+from natsop.wire.context import Context
 
 __all__: list[str] = []
 

@@ -20,9 +20,9 @@ from typing import Any
 import nats.errors as nats_errors
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, ServerError, from_api_error, from_nats
-from natsop.ops._common import PageParams, parse_time
+from natsop.formats import parse_time
+from natsop.ops._common import PageParams
 from natsop.ops._sysreq import (
     SERVER_ID,
     GatherParams,
@@ -35,6 +35,7 @@ from natsop.ops._sysreq import (
     timed_gather,
 )
 from natsop.registry import Params, Result, Scope, operation
+from natsop.wire.context import Context
 
 __all__ = [
     "JetStreamServerInfo",

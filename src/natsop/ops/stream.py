@@ -14,21 +14,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, UserError
-from natsop.jsapi import JsApi
+from natsop.formats import duration_ns, parse_time, parse_version
+from natsop.logic.validate import MAX_COUNT, MAX_DURATION_S, MAX_SEQ, MAX_SIZE32, StreamName, SubjectFilter
 from natsop.models import Confirmable, ConfirmParams, check_confirmation
-from natsop.ops._common import (
-    PageParams,
-    duration_ns,
-    parse_time,
-    parse_version,
-    require_server,
-    server_version,
-    subject_counts,
-)
+from natsop.ops._common import PageParams, require_server
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import MAX_COUNT, MAX_DURATION_S, MAX_SEQ, MAX_SIZE32, StreamName, SubjectFilter
+from natsop.wire.connection import server_version
+from natsop.wire.context import Context
+from natsop.wire.jsapi import JsApi, subject_counts
 
 __all__ = [
     "ClusterInfo",

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import Conflict, NatsopError, NotFound, ServerError, Unavailable, UserError, from_nats
-from natsop.jsapi import JsApi, Resend
+from natsop.formats import parse_time
+from natsop.logic.validate import StreamName, SubjectFilter
 from natsop.models import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
@@ -31,10 +31,11 @@ from natsop.models import (
     parse_header_block,
     payload_of,
 )
-from natsop.ops._common import PageParams, parse_time
+from natsop.ops._common import PageParams
 from natsop.ops.stream import StreamState, fetch_stream_info
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import StreamName, SubjectFilter
+from natsop.wire.context import Context
+from natsop.wire.jsapi import JsApi, Resend
 
 __all__ = ["fetch_message"]
 

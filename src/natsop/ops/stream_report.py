@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import UserError
-from natsop.ops._common import PageParams, parse_time
+from natsop.formats import parse_time
+from natsop.logic.validate import MAX_COUNT, MAX_SEQ, SubjectFilter
+from natsop.ops._common import PageParams
 from natsop.ops.stream import StreamSummary, summarize
 from natsop.registry import Result, operation
-from natsop.validate import MAX_COUNT, MAX_SEQ, SubjectFilter
+from natsop.wire.context import Context
 
 __all__ = ["StreamReportRow", "all_stream_infos", "replica_health"]
 

@@ -11,11 +11,11 @@ from typing import Any, Literal
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from natsop.context import Context
 from natsop.errors import Unsupported, UserError, from_nats
+from natsop.logic.validate import PublishSubject
 from natsop.models import decode_input
 from natsop.registry import Impact, Params, Result, operation
-from natsop.validate import PublishSubject
+from natsop.wire.context import Context
 
 __all__ = ["TraceEvent", "TraceHop", "TraceParams", "TraceResult", "check_trace_support"]
 

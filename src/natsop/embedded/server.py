@@ -1141,4 +1141,4 @@ async def take_over_when_gone(lease: ServerLease, *, interval: float = 0.5) -> S
         try:
             return await acquire_shared(lease.data_dir)
         except NatsopError as err:
-            logging.getLogger("natsop.embedded").debug("take-over not yet possible: %s", err.message)
+            logging.getLogger("natsop.embedded.server").debug("take-over not yet possible: %s", err.message)

@@ -20,13 +20,13 @@ from typing import Any
 import anyio
 import click
 
-from natsop.bootstrap import ConnectOptions, Termination, open_context, termination
+from natsop.embedded.bootstrap import ConnectOptions, Termination, open_context, termination
 from natsop.errors import ConfigError, NatsopError
-from natsop.render import error_text
+from natsop.faces.render import error_text
 
 __all__ = ["serve_command", "serve_http", "serve_stdio"]
 
-log = logging.getLogger("natsop.serve")
+log = logging.getLogger("natsop.faces.serve")
 
 
 def _is_loopback(host: str) -> bool:
@@ -68,8 +68,8 @@ def _read_token(token_file: str | None) -> str | None:
 
 async def serve_stdio(conn: ConnectOptions, *, read_only: bool, files_dir: str | None) -> None:
     """Serve MCP on stdin/stdout until stdin ends or natsop is told to stop (SIGTERM, SIGHUP)."""
-    from natsop.mcp_server import build_server
-    from natsop.stdio import stdio_transport
+    from natsop.faces.mcp_server import build_server
+    from natsop.faces.stdio import stdio_transport
 
     with termination() as term:
         async with open_context(conn, files_dir=files_dir) as ctx:
@@ -146,7 +146,7 @@ async def _serve_http(conn: ConnectOptions, *, host: str, port: int, read_only: 
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from natsop.mcp_server import build_server
+    from natsop.faces.mcp_server import build_server
 
     async with open_context(conn, files_dir=files_dir) as ctx:
         server = build_server(ctx, read_only=read_only)

@@ -39,8 +39,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from natsop.errors import NatsopError, ServerError, Unavailable, UserError, from_api_error, from_nats
-from natsop.jsapi import JsApi
-from natsop.s2 import S2Error, S2Reader
+from natsop.wire.jsapi import JsApi
+from natsop.wire.s2 import S2Error, S2Reader
 
 __all__ = [
     "ARCHIVE_MAGIC",

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from natsop.errors import NatsopError
-from natsop.render import error_text
+from natsop.faces.render import error_text
 from natsop.skill import DOCS, default_skill_dir, install, read_doc
 
 __all__ = ["skill_group"]

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from nats.aio.msg import Msg
 
-from natsop.context import Context
 from natsop.errors import NatsopError, NotFound, ServerError, Unavailable, from_nats
-from natsop.jsapi import JsApi, Resend, decode_response, stream_request
-from natsop.ops._common import duration_ns, parse_time, subject_counts
+from natsop.formats import duration_ns, parse_time
+from natsop.wire.context import Context
+from natsop.wire.jsapi import JsApi, Resend, decode_response, stream_request, subject_counts
 
 __all__ = [
     "HDR_EXPECTED_LAST_SUBJECT_SEQ",

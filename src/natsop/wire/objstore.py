@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 from natsop.errors import Conflict, NatsopError, NotFound, ServerError, Unavailable, UserError, from_nats
-from natsop.jsapi import JsApi, stream_request
+from natsop.wire.jsapi import JsApi, stream_request
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

@@ -18,12 +18,12 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
 from natsop import __version__
-from natsop.context import Context
 from natsop.errors import NatsopError, UserError, scrub
+from natsop.faces.render import error_text, to_text
 from natsop.registry import Operation, operations
-from natsop.render import error_text, to_text
 from natsop.runner import run_operation
 from natsop.skill import DOCS, read_doc
+from natsop.wire.context import Context
 
 __all__ = ["build_server", "tool_definition"]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
-from natsop.connection import Connections
 from natsop.errors import UserError
-from natsop.jsapi import JsApi
 from natsop.settings import Settings
+from natsop.wire.connection import Connections
+from natsop.wire.jsapi import JsApi
 
 __all__ = ["Context", "ProgressFn"]
 

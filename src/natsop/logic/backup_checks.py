@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from natsop.errors import UserError
-from natsop.validate import check_stream_name, check_subject
+from natsop.logic.validate import check_stream_name, check_subject
 
 __all__ = ["config_problems", "state_problems"]
 

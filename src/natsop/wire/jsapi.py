@@ -18,10 +18,10 @@ from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from natsop.connection import ensure_up, watch_lost
 from natsop.errors import NatsopError, ServerError, from_api_error, from_nats
+from natsop.wire.connection import ensure_up, watch_lost
 
-__all__ = ["JsApi", "Resend", "TimedReply", "gather", "gather_timed", "stream_request"]
+__all__ = ["JsApi", "Resend", "TimedReply", "gather", "gather_timed", "stream_request", "subject_counts"]
 
 # A stream that has just been created, or whose leader has just moved, can be missing from
 # a server's interest for a moment: a publish then meets "no responders" although the stream
@@ -194,3 +194,9 @@ async def gather(nc: NATS, subject: str, body: dict[str, Any] | None = None, *, 
                  expect: int | None = None, idle: float = 0.3) -> list[dict[str, Any]]:
     """Scatter a request and gather every reply's data (see `gather_timed`)."""
     return [r.data for r in await gather_timed(nc, subject, body, timeout=timeout, expect=expect, idle=idle)]
+
+
+async def subject_counts(js: JsApi, stream: str, subjects_filter: str) -> dict[str, int]:
+    """Messages per subject matching `subjects_filter` (STREAM.INFO's first page of subject details)."""
+    info = await js.request(f"STREAM.INFO.{stream}", {"subjects_filter": subjects_filter}, context=f"stream {stream}")
+    return {str(k): int(v) for k, v in ((info.get("state") or {}).get("subjects") or {}).items()}

@@ -32,9 +32,9 @@ from natsop.errors import ConfigError, NatsopError, PermissionDenied, Unavailabl
 from natsop.models import MultiValueHeaders, parse_header_block
 from natsop.settings import SYSTEM, Settings, Target
 
-__all__ = ["CONNECT_TIMEOUT_S", "Connections", "connect_options", "ensure_up", "watch_lost"]
+__all__ = ["CONNECT_TIMEOUT_S", "Connections", "connect_options", "ensure_up", "server_version", "watch_lost"]
 
-log = logging.getLogger("natsop.connection")
+log = logging.getLogger("natsop.wire.connection")
 
 #: Seconds to open the socket and to complete each step of the NATS handshake.
 CONNECT_TIMEOUT_S = 3
@@ -573,3 +573,9 @@ class Connections:
                     await nc.close()
                 except Exception as exc:  # closing must never hide the caller's error
                     log.debug("close failed: %s", type(exc).__name__)
+
+
+def server_version(nc: Any) -> str:
+    """The version the connected server announced in its INFO."""
+    info = getattr(nc, "_server_info", None) or {}
+    return str(info.get("version") or "")

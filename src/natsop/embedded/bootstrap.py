@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from natsop.context import Context
 from natsop.settings import embedded_settings, load_settings
+from natsop.wire.context import Context
 
 if TYPE_CHECKING:
-    from natsop.embedded import ServerLease
+    from natsop.embedded.server import ServerLease
 
 __all__ = ["ConnectOptions", "Terminated", "Termination", "data_dir", "open_context", "termination"]
 
@@ -46,7 +46,7 @@ class ConnectOptions:
     embedded: bool = False
 
 
-log = logging.getLogger("natsop.bootstrap")
+log = logging.getLogger("natsop.embedded.bootstrap")
 
 
 def data_dir() -> Path:
@@ -72,7 +72,7 @@ async def open_context(opts: ConnectOptions, *, files_dir: str | os.PathLike[str
     leases: list[ServerLease] = []
     standby: asyncio.Task[None] | None = None
     if settings is None:
-        from natsop.embedded import acquire_shared
+        from natsop.embedded.server import acquire_shared
 
         lease = await acquire_shared(data_dir())
         leases.append(lease)
@@ -171,7 +171,7 @@ def termination() -> Iterator[Termination]:
 
 async def _stand_by(leases: list[ServerLease]) -> None:
     """Joined another natsop's embedded server: when that natsop exits, keep the server going here."""
-    from natsop.embedded import take_over_when_gone
+    from natsop.embedded.server import take_over_when_gone
 
     lease = leases[0]
     while not lease.owner:

@@ -16,30 +16,28 @@ import asyncio
 import functools
 import json
 import os
-import re
 import sys
-import time
-import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import click
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from natsop import __version__
-from natsop.bootstrap import ConnectOptions, Terminated, Termination, open_context, termination
-from natsop.context import Context
+from natsop.embedded.bootstrap import ConnectOptions, Terminated, Termination, open_context, termination
 from natsop.errors import NatsopError, UserError
+from natsop.faces.cli.params import HIDDEN_FIELDS, param_for
+from natsop.faces.cli.progress import Activity, shows_activity
+from natsop.faces.cli.wording import Words, cli_words
+from natsop.faces.render import error_text, renderable
 from natsop.models import Confirmable
 from natsop.registry import Operation, Result, operations
-from natsop.render import error_text, renderable
 from natsop.runner import run_operation
+from natsop.wire.context import Context
 
 __all__ = ["build_cli", "main"]
 
-HIDDEN_FIELDS = {"account_name", "confirm"}
 NOUN_HELP = {
     "account": "The account: JetStream usage, connections, statistics, TLS, backup and restore.",
     "backup": "Check backups written by stream/account backup (or by natscli).",
@@ -88,224 +86,6 @@ GLOBAL_EPILOG = ("Global options (see natsop --help: --json, -s URL, --context, 
                  "may also follow the command; there they win over the same option given before it.")
 
 
-# ----------------------------------------------------------------------------- parameters
-
-
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """(inner type, optional?) for `X | None`."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            inner, _ = _unwrap(args[0])
-            return inner, True
-    return annotation, False
-
-
-def _is_model(t: Any) -> bool:
-    return isinstance(t, type) and issubclass(t, BaseModel)
-
-
-def _reads_text(model: type[BaseModel]) -> bool:
-    """True when the model takes a text form of its own (a before-validator, as weighted destinations do)."""
-    validators = model.__pydantic_decorators__.model_validators.values()
-    return any(v.info.mode in ("before", "wrap") for v in validators)
-
-
-def _example(t: Any) -> str:
-    """A JSON example for the help and errors: a model's required fields."""
-    if not _is_model(t):
-        return '{"name": "value"}'
-    fields = {n: f for n, f in t.model_fields.items() if f.is_required()} or dict(list(t.model_fields.items())[:1])
-    sample = {n: 0 if _unwrap(f.annotation)[0] in (int, float) else "..." for n, f in fields.items()}
-    return json.dumps(sample)
-
-
-def _load_json(text: str, label: str, example: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        where = f" ({exc.msg} at column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        raise UserError(f"{label} is not valid JSON{where}: {shown!r}", code="invalid_json",
-                        hint=f"Give JSON such as {label} '{example}', in single quotes for the shell.") from None
-
-
-def _json_items(values: tuple[str, ...], label: str, item: Any) -> list[Any] | None:
-    """Each value one JSON object, or a JSON array of them (or a model's own text form)."""
-    if not values:
-        return None
-    text_ok = _is_model(item) and _reads_text(item)
-    out: list[Any] = []
-    for raw in values:
-        if text_ok and not raw.lstrip().startswith(("{", "[")):
-            out.append(raw)
-            continue
-        parsed = _load_json(raw, label, _example(item))
-        out.extend(parsed) if isinstance(parsed, list) else out.append(parsed)
-    return out
-
-
-def _json_value(raw: str | None, label: str, model: Any) -> Any:
-    if raw is None:
-        return None
-    if _is_model(model) and _reads_text(model) and not raw.lstrip().startswith("{"):
-        return raw
-    return _load_json(raw, label, _example(model))
-
-
-def _json_or_text(raw: str | None) -> Any:
-    """Any JSON value; text that is not JSON is a string (`--json-value shipped`)."""
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
-def _dict_items(values: tuple[str, ...], label: str, sep: str | None, lists: bool) -> dict[str, Any] | None:
-    """KEY=VALUE pairs (NAME:VALUE for header lists; none when `sep` is None), or JSON objects, merged in order."""
-    if not values:
-        return None
-    out: dict[str, Any] = {}
-    for item in values:
-        if item.lstrip().startswith("{"):
-            pairs = _load_json(item, label, '{"name": "value"}')
-            if not isinstance(pairs, dict):
-                raise UserError(f"{label} takes a JSON object, got {item!r}", code="invalid_argument")
-            items = list(pairs.items())
-        elif sep is not None and sep in item:
-            k, v = item.split(sep, 1)
-            items = [(k.strip(), v.strip())]
-        else:
-            form = f"KEY{sep}VALUE or a JSON object" if sep else "a JSON object"
-            raise UserError(f"{label} takes {form}, got {item!r}", code="invalid_argument")
-        for k, v in items:
-            if lists:  # a repeated name keeps every value
-                out.setdefault(k, []).extend(v if isinstance(v, list) else [v])
-            else:
-                out[k] = v
-    return out
-
-
-def _param_for(name: str, field: FieldInfo, positional: bool) -> tuple[click.Parameter, Callable[[Any], Any]]:
-    """A click parameter for a model field, and the function that turns its value into the field's."""
-    inner, _optional = _unwrap(field.annotation)
-    required = field.is_required()
-    help_text = field.description or ""
-    label = name.upper() if positional else "--" + name.replace("_", "-")
-    convert: Callable[[Any], Any] = lambda v: v  # noqa: E731
-    origin = typing.get_origin(inner)
-    type_args = typing.get_args(inner)
-    click_type: Any = str  # text that pydantic reads: names, subjects, datetimes, enums
-    multiple = False
-    is_flag = False
-    if inner is bool:
-        is_flag = True
-    elif inner in (int, float):
-        click_type = inner
-    elif origin is Literal:
-        click_type = click.Choice([str(a) for a in type_args])
-    elif origin is list:
-        item = _unwrap(type_args[0])[0] if type_args else str
-        multiple = True
-        if _is_model(item) or typing.get_origin(item) is dict or item is Any:
-            help_text += " (JSON: an object such as " + _example(item) + ", or an array of them; repeatable)"
-            convert = lambda v: _json_items(v, label, item)  # noqa: E731
-        else:
-            click_type = item if item in (int, float) else str
-            convert = lambda v: list(v) if v else None  # noqa: E731
-    elif origin is dict:
-        multiple = True
-        value_t = _unwrap(type_args[1])[0] if len(type_args) == 2 else Any
-        if value_t in (str, int, float):
-            help_text += " (KEY=VALUE or a JSON object, repeatable)"
-            convert = lambda v: _dict_items(v, label, "=", lists=False)  # noqa: E731
-        elif typing.get_origin(value_t) is list:
-            help_text += " (NAME:VALUE or a JSON object, repeatable)"
-            convert = lambda v: _dict_items(v, label, ":", lists=True)  # noqa: E731
-        else:
-            help_text += " (a JSON object, repeatable)"
-            convert = lambda v: _dict_items(v, label, None, lists=False)  # noqa: E731
-    elif _is_model(inner):
-        help_text += f" (JSON object such as {_example(inner)})"
-        convert = lambda v: _json_value(v, label, inner)  # noqa: E731
-    elif inner is Any or inner is object:
-        help_text += " (JSON; text that is not JSON is a string)"
-        convert = _json_or_text
-
-    if positional:
-        return click.Argument([name], type=click_type, nargs=-1 if multiple else 1, required=required), convert
-    if is_flag:
-        return click.Option([f"{label}/--no-{name.replace('_', '-')}"], default=None, help=help_text), convert
-    return click.Option([label], type=click_type, multiple=multiple, required=required,
-                        default=() if multiple else None, help=help_text, show_default=False), convert
-
-
-# ----------------------------------------------------------------------------- help in the CLI's words
-
-
-_VALUE = r"\[[^\]]*\]|'[^']*'|\"[^\"]*\"|[\w.*>-]*[\w*>]"
-# The MCP forms in help text: `name` in backticks, an identifier with an underscore, name=value.
-_MCP_WORDS = re.compile(r"`(?P<tick>[a-z][a-z0-9_]*)`"
-                        r"|(?<![\w`-])(?P<key>[a-z][a-z0-9_]*)=(?P<value>" + _VALUE + ")"
-                        r"|(?<![\w`-])(?P<word>[a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?![\w-])")
-
-
-class _Words:
-    """MCP wording said the CLI's way: `kv_purge` is `natsop kv purge`, `skip=[id]` is `--skip ID`,
-    `ack=true` is `--ack`, and a parameter's name is its option (or its positional argument)."""
-
-    def __init__(self, ops: list[Operation]) -> None:
-        self.commands = {o.tool: "natsop " + " ".join(o.cli) for o in ops}
-        self.ops = {o.tool: o for o in ops}
-
-    def say(self, text: str, op: Operation | None = None) -> str:
-        """`text` with tool names as commands and, for `op` (by default the first tool the text
-        names), its parameters as options."""
-        if "_" not in text and "`" not in text and "=" not in text:
-            return text
-        if op is None:
-            op = next((self.ops[w] for w in re.findall(r"[a-z][a-z0-9_]*", text) if w in self.ops), None)
-        params = {n for n in op.params.model_fields if n not in HIDDEN_FIELDS} if op else set()
-        args = set(op.args) if op else set()
-
-        def flag(name: str, value: str | None = None) -> str:
-            if name in args:
-                return name.upper() if value is None else value.strip("'\"[]")
-            opt = "--" + name.replace("_", "-")
-            if value is None or value == "true":
-                return opt
-            if value == "false":
-                return "--no-" + name.replace("_", "-")
-            if value.startswith("["):
-                return f"{opt} {value.strip('[]').upper()}"
-            return f"{opt} {value.strip(chr(39) + chr(34))}"
-
-        def one(m: re.Match[str]) -> str:
-            if m["tick"]:
-                name = m["tick"]
-                if name in self.commands:
-                    return f"`{self.commands[name]}`"
-                return f"`{flag(name)}`" if name in params else m[0]
-            if m["key"]:
-                return flag(m["key"], m["value"]) if m["key"] in params else m[0]
-            name = m["word"]
-            if name in self.commands:
-                return self.commands[name]
-            return flag(name) if name in params else m[0]
-
-        return _MCP_WORDS.sub(one, text)
-
-
-@functools.cache
-def _words() -> _Words:
-    return _Words(operations())
-
-
 # ----------------------------------------------------------------------------- state and output
 
 
@@ -351,7 +131,7 @@ def _global_params(taken: set[str]) -> tuple[list[click.Parameter], list[str]]:
 
 def _emit(result: BaseModel, as_json: bool) -> None:
     if isinstance(result, Result):
-        result = result.reworded(_words().say)  # advice in commands, not tool calls
+        result = result.reworded(cli_words().say)  # advice in commands, not tool calls
     if as_json:
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
         return
@@ -366,7 +146,7 @@ def _emit(result: BaseModel, as_json: bool) -> None:
 def _fail(err: NatsopError, as_json: bool) -> typing.NoReturn:
     """The one way a command fails: the error document on stdout with --json, else text on stderr."""
     # Hints name MCP tools: say the command instead (not in the message, which may quote the user's names).
-    err.hint = _words().say(err.hint)
+    err.hint = cli_words().say(err.hint)
     if as_json:
         click.echo(json.dumps({"error": err.to_dict()}, indent=2, default=str))
     else:
@@ -374,99 +154,10 @@ def _fail(err: NatsopError, as_json: bool) -> typing.NoReturn:
     sys.exit(1)
 
 
-# ----------------------------------------------------------------------------- what a terminal shows while it runs
-
-
-WAIT_DELAY_S = 0.5  # quicker commands show nothing
-
-
-def _time_limit(op: Operation, arguments: dict[str, Any]) -> float:
-    """The longest the command may run: its own `timeout_s` if it has one, else the operation's bound."""
-    field = op.params.model_fields.get("timeout_s")
-    if field is None:
-        return op.timeout_s
-    given = arguments.get("timeout_s", field.default)
-    return float(given) if isinstance(given, (int, float)) else op.timeout_s
-
-
-def _waiting_text(op: Operation, elapsed_s: float, limit_s: float | None) -> str:
-    """The status line while a command without progress reports runs: `kv watch: 3s of at most 30s`."""
-    text = f"natsop {' '.join(op.cli)}: {elapsed_s:.0f}s"
-    return f"{text} of at most {limit_s:g}s" if limit_s else text
-
-
-def _shows_activity(stderr_tty: bool, as_json: bool) -> bool:
-    """A spinner or progress bar only for a person at a terminal; never with --json, never on stdout."""
-    return stderr_tty and not as_json
-
-
-class _Activity:
-    """Transient, on stderr: a progress bar once the operation reports progress; otherwise, after
-    WAIT_DELAY_S, a spinner with the elapsed time and the limit."""
-
-    def __init__(self, op: Operation, arguments: dict[str, Any]) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.op = op
-        self.limit = _time_limit(op, arguments)
-        self.started = time.monotonic()
-        self.live: Any = None  # the spinner
-        self.spinner: Any = None
-        self.bar: Any = None
-        self.task: Any = None
-        self.timer: asyncio.TimerHandle | None = None
-
-    def __enter__(self) -> _Activity:
-        self.timer = asyncio.get_running_loop().call_later(WAIT_DELAY_S, self._wait)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        for display in (self.live, self.bar):
-            if display is not None:
-                display.stop()
-
-    def __rich__(self) -> Any:
-        self.spinner.update(text=_waiting_text(self.op, time.monotonic() - self.started, self.limit))
-        return self.spinner
-
-    def _wait(self) -> None:
-        from rich.live import Live
-        from rich.spinner import Spinner
-
-        if self.bar is not None:
-            return
-        self.spinner = Spinner("dots")
-        self.live = Live(self, console=self.console, transient=True, refresh_per_second=8)
-        self.live.start()
-
-    async def report(self, done: float, total: float | None, message: str | None) -> None:
-        if self.bar is None:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            if self.live is not None:
-                self.live.stop()
-                self.live = None
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), TimeRemainingColumn(), transient=True, console=self.console)
-            self.bar.start()
-            self.task = self.bar.add_task("", total=None)
-        self.bar.update(self.task, completed=done, total=total, description=message or "")
-
-
 async def _run_shown(state: _State, base: Context, op: Operation, arguments: dict[str, Any]) -> BaseModel:
-    if not _shows_activity(sys.stderr.isatty(), state.as_json):
+    if not shows_activity(sys.stderr.isatty(), state.as_json):
         return await run_operation(base, op, arguments)
-    with _Activity(op, arguments) as activity:
+    with Activity(op, arguments) as activity:
         return await run_operation(base.with_progress(activity.report), op, arguments)
 
 
@@ -512,7 +203,7 @@ def _confirm(state: _State, result: Confirmable) -> None:
 # ----------------------------------------------------------------------------- commands
 
 
-def _operation_params(op: Operation, words: _Words, skip: typing.AbstractSet[str] = frozenset(),
+def _operation_params(op: Operation, words: Words, skip: typing.AbstractSet[str] = frozenset(),
                       optional_args: bool = False) -> tuple[list[click.Parameter], dict[str, Callable[[Any], Any]]]:
     converters: dict[str, Callable[[Any], Any]] = {}
     params: list[click.Parameter] = []
@@ -520,7 +211,7 @@ def _operation_params(op: Operation, words: _Words, skip: typing.AbstractSet[str
         if name in skip:
             continue
         field = op.params.model_fields[name]
-        p, conv = _param_for(name, field, positional=True)
+        p, conv = param_for(name, field, positional=True)
         if optional_args:
             p.required = False
         params.append(p)
@@ -528,7 +219,7 @@ def _operation_params(op: Operation, words: _Words, skip: typing.AbstractSet[str
     for name, field in op.params.model_fields.items():
         if name in op.args or name in HIDDEN_FIELDS or name in skip:
             continue
-        p, conv = _param_for(name, field, positional=False)
+        p, conv = param_for(name, field, positional=False)
         if isinstance(p, click.Option) and p.help:
             p.help = words.say(p.help, op)
         params.append(p)
@@ -536,7 +227,7 @@ def _operation_params(op: Operation, words: _Words, skip: typing.AbstractSet[str
     return params, converters
 
 
-def _command(op: Operation, words: _Words, route: tuple[str, Operation] | None = None) -> click.Command:
+def _command(op: Operation, words: Words, route: tuple[str, Operation] | None = None) -> click.Command:
     """The command for `op`; with `route` (arg, other), giving that extra argument runs `other`."""
     params, converters = _operation_params(op, words)
     help_text = words.say(op.description, op)
@@ -628,7 +319,7 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
     """The `natsop` command with every registered operation (only read-only ones if asked)."""
     if read_only is None:
         read_only = _env_flag("NATSOP_READ_ONLY") or "--read-only" in sys.argv
-    words = _words()
+    words = cli_words()
     root = _root()
     groups: dict[tuple[str, ...], AliasGroup] = {(): root}
     offered = {op.tool: op for op in operations(read_only=read_only)}
@@ -654,8 +345,8 @@ def build_cli(*, read_only: bool | None = None) -> click.Group:
     for alias, noun in NOUN_ALIASES.items():
         if (noun,) in groups:
             root.aliases[alias] = noun
-    from natsop.serve import serve_command
-    from natsop.skill_cli import skill_group
+    from natsop.faces.serve import serve_command
+    from natsop.faces.skill_install import skill_group
 
     root.add_command(_with_global_options(serve_command))
     root.add_command(skill_group)

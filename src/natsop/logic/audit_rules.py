@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from natsop.ops._common import parse_time, parse_version
+from natsop.formats import parse_time, parse_version
 
 __all__ = ["RULES", "Finding", "Observed", "Rule", "run_rules", "threshold_names"]
 
@@ -511,7 +511,7 @@ def _uuid4_ids(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
                           {"sampled": len(ids), "uuid_v4": len(v4), "example": v4[0]},
                           "Random UUIDv4 ids say nothing about order; UUIDv7 ids sort by time, which helps "
                           "debugging, storage locality and replay.",
-                          "Generate event ids as UUIDv7 (natsop.events.uuid7, event_publish).")
+                          "Generate event ids as UUIDv7 (natsop.logic.envelope.uuid7, event_publish).")
 
 
 def _r1_on_cluster(o: Observed, t: dict[str, float]) -> Iterator[Finding]:
